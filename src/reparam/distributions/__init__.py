@@ -1,0 +1,27 @@
+"""Reparameterized distributions: pathwise `rsample`, `log_prob`, entropy and KL (see DESIGN.md)."""
+
+from .base import Distribution, NotReparameterizedError
+from .beta import Beta
+from .categorical import Bernoulli, Categorical
+from .dirichlet import Dirichlet
+from .gamma import Gamma
+from .gumbel import Gumbel
+from .kl import kl_divergence, monte_carlo_kl, register_kl
+from .laplace import Laplace
+from .location_scale import LocationScale
+from .logistic import Logistic
+from .lognormal import LogNormal
+from .multivariate_normal import MultivariateNormal, MultivariateNormalDiag
+from .normal import Normal
+from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical, straight_through
+from .squashed import TanhNormal
+from .transformed import Independent, Transformed
+from .uniform import Uniform
+
+__all__ = [
+    "Bernoulli", "Beta", "Categorical", "Dirichlet", "Distribution", "Gamma", "Gumbel",
+    "Independent", "Laplace", "LocationScale", "LogNormal", "Logistic", "MultivariateNormal",
+    "MultivariateNormalDiag", "Normal", "NotReparameterizedError", "RelaxedBernoulli",
+    "RelaxedOneHotCategorical", "TanhNormal", "Transformed", "Uniform", "kl_divergence",
+    "monte_carlo_kl", "register_kl", "straight_through",
+]
