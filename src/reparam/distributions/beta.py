@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import betainc, betaln, digamma, xlog1py, xlogy
+from jax.scipy.special import betainc, digamma, xlog1py, xlogy
 from jaxtyping import Array, ArrayLike
 
 from ..validation import broadcast_params, check_positive
-from .base import Distribution, Shape, as_shape, where_supported
+from .base import Distribution, Shape, as_shape, log_beta, where_supported
 
 
 class Beta(Distribution):
@@ -44,14 +44,14 @@ class Beta(Distribution):
 
     def rsample_and_log_prob(self, key, sample_shape=()):
         log_x, log1m_x = self._draw_logs(key, as_shape(sample_shape))
-        log_prob = (self.a - 1) * log_x + (self.b - 1) * log1m_x - betaln(self.a, self.b)
+        log_prob = (self.a - 1) * log_x + (self.b - 1) * log1m_x - log_beta(self.a, self.b)
         return jnp.exp(log_x), log_prob
 
     def log_prob(self, value) -> Array:
         x = jnp.asarray(value, self.a.dtype)
         inside = (x >= 0) & (x <= 1)
         x = jnp.where(inside, x, 0.5)
-        log_prob = xlogy(self.a - 1, x) + xlog1py(self.b - 1, -x) - betaln(self.a, self.b)
+        log_prob = xlogy(self.a - 1, x) + xlog1py(self.b - 1, -x) - log_beta(self.a, self.b)
         return where_supported(inside, log_prob)
 
     def cdf(self, value) -> Array:
@@ -61,7 +61,7 @@ class Beta(Distribution):
     def entropy(self) -> Array:
         a, b = self.a, self.b
         return (
-            betaln(a, b) - (a - 1) * digamma(a) - (b - 1) * digamma(b) + (a + b - 2) * digamma(a + b)
+            log_beta(a, b) - (a - 1) * digamma(a) - (b - 1) * digamma(b) + (a + b - 2) * digamma(a + b)
         )
 
     def mean(self) -> Array:

@@ -8,10 +8,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
-from jax.scipy.special import betaln, digamma, gammaln
+from jax.scipy.special import digamma, gammaln
 from jaxtyping import Array, PRNGKeyArray
 
-from .base import Distribution
+from .base import Distribution, log_beta
 from .beta import Beta
 from .categorical import Bernoulli, Categorical
 from .dirichlet import Dirichlet
@@ -127,7 +127,7 @@ def _kl_gamma(p: Gamma, q: Gamma) -> Array:
 @register_kl(Beta, Beta)
 def _kl_beta(p: Beta, q: Beta) -> Array:
     return (
-        betaln(q.a, q.b) - betaln(p.a, p.b) + (p.a - q.a) * digamma(p.a) + (p.b - q.b) * digamma(p.b)
+        log_beta(q.a, q.b) - log_beta(p.a, p.b) + (p.a - q.a) * digamma(p.a) + (p.b - q.b) * digamma(p.b)
         + (q.a - p.a + q.b - p.b) * digamma(p.a + p.b)
     )
 

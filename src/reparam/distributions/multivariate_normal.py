@@ -59,7 +59,8 @@ class MultivariateNormal(Distribution):
 
     def _draw_with_noise(self, key, sample_shape: Shape) -> tuple[Array, Array]:
         eps = jax.random.normal(key, sample_shape + self.loc.shape, self.loc.dtype)
-        return self.loc + jnp.einsum("...ij,...j->...i", self.scale_tril, eps), eps
+        # tril: the upper triangle gets no gradient, so a gradient step keeps L lower triangular.
+        return self.loc + jnp.einsum("...ij,...j->...i", jnp.tril(self.scale_tril), eps), eps
 
     def _draw(self, key, sample_shape):
         return self._draw_with_noise(key, sample_shape)[0]

@@ -1,0 +1,24 @@
+"""Test configuration: float64 available (tests choose float32 or float64 explicitly), strict dtype
+promotion so a stray float64 constant cannot leak into a float32 computation unnoticed, and
+derandomized hypothesis so CI is reproducible."""
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=20,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("ci")
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    return request.param
