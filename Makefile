@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/reparam demo --out runs/demo
+	$(BIN)/reparam estimators --out runs/estimators
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

@@ -6,10 +6,10 @@ import sys
 import tyro
 from rich.console import Console
 
-from . import demo
+from .estimators import lab
 
-COMMANDS = {"demo": demo.DemoConfig}
-RUNNERS = {demo.DemoConfig: demo.run}
+COMMANDS = {"estimators": lab.EstimatorsConfig}
+RUNNERS = {lab.EstimatorsConfig: lab.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from .base import Distribution, NotReparameterizedError
 from .beta import Beta
-from .categorical import Bernoulli, Categorical
+from .categorical import Bernoulli, Categorical, OneHotCategorical
 from .dirichlet import Dirichlet
 from .gamma import Gamma
 from .gumbel import Gumbel
@@ -21,7 +21,7 @@ from .uniform import Uniform
 __all__ = [
     "Bernoulli", "Beta", "Categorical", "Dirichlet", "Distribution", "Gamma", "Gumbel",
     "Independent", "Laplace", "LocationScale", "LogNormal", "Logistic", "MultivariateNormal",
-    "MultivariateNormalDiag", "Normal", "NotReparameterizedError", "RelaxedBernoulli",
+    "MultivariateNormalDiag", "Normal", "NotReparameterizedError", "OneHotCategorical", "RelaxedBernoulli",
     "RelaxedOneHotCategorical", "TanhNormal", "Transformed", "Uniform", "kl_divergence",
     "monte_carlo_kl", "register_kl", "straight_through",
 ]

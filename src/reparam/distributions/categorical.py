@@ -111,3 +111,33 @@ class Bernoulli(Distribution):
     def variance(self) -> Array:
         p = self.probs
         return p * (1 - p)
+
+
+class OneHotCategorical(Categorical):
+    """Categorical whose values are one-hot vectors, `event_shape = (K,)`: the discrete
+    counterpart of `RelaxedOneHotCategorical`, so one function `f(one_hot)` serves the exact,
+    score-function and relaxed estimators alike."""
+
+    @property
+    def event_shape(self) -> Shape:
+        return self.logits.shape[-1:]
+
+    def _draw(self, key, sample_shape):
+        index = super()._draw(key, sample_shape)
+        return jax.nn.one_hot(index, self.num_categories, dtype=self.logits.dtype)
+
+    def log_prob(self, value) -> Array:
+        """`sum_k x_k log p_k` for one-hot `x`; `-inf` for anything that is not one-hot."""
+        x = jnp.asarray(value, self.logits.dtype)
+        inside = jnp.all((x == 0) | (x == 1), -1) & (jnp.sum(x, -1) == 1)
+        picked = jnp.sum(jnp.where(x == 1, self.logits, 0.0), -1)
+        return where_supported(inside, picked)
+
+    def mode(self) -> Array:
+        return jax.nn.one_hot(jnp.argmax(self.logits, -1), self.num_categories, dtype=self.logits.dtype)
+
+    def mean(self) -> Array:
+        return self.probs
+
+    def variance(self) -> Array:
+        return self.probs * (1 - self.probs)

@@ -141,7 +141,7 @@ def _kl_dirichlet(p: Dirichlet, q: Dirichlet) -> Array:
     )
 
 
-@register_kl(Categorical, Categorical)
+@register_kl(Categorical, Categorical)  # OneHotCategorical too (a subclass)
 def _kl_categorical(p: Categorical, q: Categorical) -> Array:
     probs = p.probs
     return jnp.sum(jnp.where(probs > 0, probs * (p.logits - q.logits), 0.0), -1)
