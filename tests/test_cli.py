@@ -6,28 +6,55 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from reparam.cli import main
 
 
-def test_demo_writes_results_and_picture(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--num-k", "3", "--num-repeats", "200"]) == 0
+def test_estimators_continuous(tmp_path, capsys):
+    args = ["estimators", "--out", str(tmp_path), "--sweep", "mu=-1:1:3", "--num-samples", "1,4",
+            "--estimators", "pathwise,score,score-rloo,measure-valued", "--num-repeats", "100"]
+    assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results["rows"]) == 3 * 2 * 2
-    assert (tmp_path / "variance.png").stat().st_size > 10_000
-    assert json.loads((tmp_path / "config.json").read_text())["num_repeats"] == 200
-    assert "variance.png" in capsys.readouterr().out
+    combos = 3 * 2 + 1  # score-rloo is skipped at N = 1
+    assert len(results["rows"]) == combos * 3 * 2
+    for picture in ("variance_vs_mu.png", "snr_vs_mu.png", "variance_vs_num_samples.png"):
+        assert (tmp_path / picture).stat().st_size > 10_000
+    assert (tmp_path / "results.csv").read_text().startswith("sweep,value,estimator")
+    assert json.loads((tmp_path / "config.json").read_text())["num_repeats"] == 100
+    out = capsys.readouterr().out
+    assert "Skipped" in out and "variance_vs_mu.png" in out
 
 
-def test_bad_input_is_one_line_without_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "reparam.cli", "demo", "--out", str(tmp_path), "--num-repeats", "1"],
-        capture_output=True, text=True,
-    )
-    assert proc.returncode == 2
-    assert "num-repeats must be >= 2" in proc.stdout
+def test_estimators_discrete_temperature_sweep(tmp_path):
+    args = ["estimators", "--problem", "categorical", "--out", str(tmp_path), "--sweep", "temperature=0.2:2:2",
+            "--num-samples", "4", "--estimators", "score,score-cv,gumbel,st-gumbel", "--num-repeats", "50"]
+    assert main(args) == 0
+    assert (tmp_path / "variance_vs_temperature.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--num-repeats", "1"], "num-repeats must be >= 2"),
+        (["--estimators", "pathwise,magic"], "unknown estimator 'magic'"),
+        (["--problem", "categorical", "--estimators", "pathwise", "--sweep", "logit=-1:1:3"], "needs a reparameterizable"),
+        (["--sweep", "mu=oops"], "NAME=START:STOP:COUNT"),
+        (["--sweep", "omega=1:2:3"], "does not apply to --problem quadratic"),
+        (["--dist", "bernoulli"], "does not match --problem quadratic"),
+        (["--estimators", "score-rloo", "--num-samples", "1"], "need --num-samples >= 2"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "reparam.cli", "estimators", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in " ".join(proc.stdout.split())
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_help_lists_options_with_defaults():
-    proc = subprocess.run([sys.executable, "-m", "reparam.cli", "demo", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "--num-repeats" in proc.stdout and "20000" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "reparam.cli", "estimators", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for option in ("--problem", "--estimators", "--num-samples", "--sweep", "--temperature", "k=-3:3:25"):
+        assert option in proc.stdout

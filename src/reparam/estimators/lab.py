@@ -359,5 +359,6 @@ def run(config: EstimatorsConfig, console: Console | None = None) -> dict:
     plot_sweep(config, results, "snr", pictures[1])
     plot_num_samples(config, results, pictures[2])
     print_summary(config, results, console)
-    console.print("Wrote " + ", ".join(str(p) for p in pictures) + f" and {out / 'results.json'}")
+    console.print(f"Run folder: {out}", soft_wrap=True)
+    console.print("Wrote " + ", ".join(p.name for p in pictures) + ", results.json, results.csv, config.json")
     return results
