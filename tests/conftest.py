@@ -8,6 +8,10 @@ from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+# Threefry with the non-partitionable bit layout (JAX's default before 0.5): the same generator,
+# about three times faster to compile on a small CPU, where compiling random-number programs
+# dominates the suite's run time. Keys stay fixed (jax.random.key(N)), so results are reproducible.
+jax.config.update("jax_threefry_partitionable", False)
 
 settings.register_profile(
     "ci",

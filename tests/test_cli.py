@@ -13,10 +13,10 @@ from reparam.cli import main
 
 def test_estimators_continuous(tmp_path, capsys):
     args = ["estimators", "--out", str(tmp_path), "--sweep", "mu=-1:1:3", "--num-samples", "1,4",
-            "--estimators", "pathwise,score,score-rloo,measure-valued", "--num-repeats", "100"]
+            "--estimators", "pathwise,score-rloo", "--num-repeats", "100"]
     assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    combos = 3 * 2 + 1  # score-rloo is skipped at N = 1
+    combos = 2 + 1  # score-rloo is skipped at N = 1
     assert len(results["rows"]) == combos * 3 * 2
     for picture in ("variance_vs_mu.png", "snr_vs_mu.png", "variance_vs_num_samples.png"):
         assert (tmp_path / picture).stat().st_size > 10_000
@@ -28,7 +28,7 @@ def test_estimators_continuous(tmp_path, capsys):
 
 def test_estimators_discrete_temperature_sweep(tmp_path):
     args = ["estimators", "--problem", "categorical", "--out", str(tmp_path), "--sweep", "temperature=0.2:2:2",
-            "--num-samples", "4", "--estimators", "score,score-cv,gumbel,st-gumbel", "--num-repeats", "50"]
+            "--num-samples", "4", "--estimators", "score-cv,st-gumbel", "--num-repeats", "50"]
     assert main(args) == 0
     assert (tmp_path / "variance_vs_temperature.png").exists()
 

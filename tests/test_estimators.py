@@ -69,10 +69,12 @@ def test_relaxed_estimators_are_biased_and_the_bias_shrinks_with_temperature(rel
         g = np.asarray(estimates_of(functools.partial(relaxed, temperature=temperature), problem, 10, repeats=8000))
         return np.linalg.norm(g.mean(0) - exact), np.linalg.norm(g.std(0) / np.sqrt(len(g)))
 
-    hot_bias, hot_se = bias_and_se(2.0)
-    cold_bias, _ = bias_and_se(0.1)
+    hot_bias, hot_se = bias_and_se(5.0)
+    cold_bias, cold_se = bias_and_se(0.1)
     assert hot_bias > 5 * hot_se  # clearly biased at high temperature
-    assert cold_bias < 0.5 * hot_bias
+    # Gumbel-Softmax's bias vanishes as T -> 0; straight-through's only shrinks (its gradient stays
+    # that of a relaxed sample while its forward value is exact).
+    assert cold_bias + 2 * cold_se < (0.5 if relaxed is gumbel_softmax else 0.8) * hot_bias, (cold_bias, cold_se, hot_bias)
 
 
 @pytest.mark.parametrize("mu,sigma,k,n", [(1.0, 1.0, 0.0, 1), (1.0, 1.0, 3.0, 1), (0.5, 2.0, -1.0, 1), (1.0, 0.5, 2.0, 5)])

@@ -49,7 +49,7 @@ def test_fused_log_prob_and_gradients_are_finite(name, loc, log_scale, seed):
         assert np.all(np.isfinite(x))
 
 
-@pytest.mark.parametrize("batch,sample", [((), ()), ((2,), (3,)), ((2, 3), (4, 1))])
+@pytest.mark.parametrize("batch,sample", [((), ()), ((2, 3), (4, 1))])
 def test_shapes(batch, sample):
     """(Gamma/Dirichlet shapes are covered with fixed shapes elsewhere: their sampler compiles slowly.)"""
     key = jax.random.key(0)

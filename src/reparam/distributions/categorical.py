@@ -51,6 +51,7 @@ class Categorical(Distribution):
     def log_prob(self, value) -> Array:
         """`log p_k` for integer `k`; `-inf` outside `{0, ..., K-1}` or for non-integers."""
         k = jnp.asarray(value)
+        k = jnp.broadcast_to(k, jnp.broadcast_shapes(k.shape, self.batch_shape))
         inside = (k >= 0) & (k < self.num_categories) & (k == jnp.floor(k))
         index = jnp.where(inside, k, 0).astype(jnp.int32)
         logits = jnp.broadcast_to(self.logits, index.shape + (self.num_categories,))
@@ -58,8 +59,8 @@ class Categorical(Distribution):
         return where_supported(inside, picked)
 
     def entropy(self) -> Array:
-        p = self.probs
-        return -jnp.sum(jnp.where(p > 0, p * self.logits, 0.0), -1)
+        p = self.probs  # masked (-inf) categories contribute 0, with finite gradients (double where)
+        return -jnp.sum(p * jnp.where(p > 0, self.logits, 0.0), -1)
 
     def mode(self) -> Array:
         return jnp.argmax(self.logits, -1)
@@ -96,7 +97,7 @@ class Bernoulli(Distribution):
 
     def cdf(self, value) -> Array:
         x = jnp.asarray(value, self.logits.dtype)
-        return jnp.where(x < 0, 0.0, jnp.where(x < 1, 1 - self.probs, 1.0))
+        return jnp.where(x < 0, 0.0, jnp.where(x < 1, jax.nn.sigmoid(-self.logits), 1.0))
 
     def entropy(self) -> Array:
         p = self.probs
@@ -109,8 +110,7 @@ class Bernoulli(Distribution):
         return (self.logits > 0).astype(self.logits.dtype)
 
     def variance(self) -> Array:
-        p = self.probs
-        return p * (1 - p)
+        return jax.nn.sigmoid(self.logits) * jax.nn.sigmoid(-self.logits)  # p (1 - p), no cancellation
 
 
 class OneHotCategorical(Categorical):

@@ -77,13 +77,17 @@ class RelaxedOneHotCategorical(Distribution):
         return self._finish(jnp.exp(self._draw_log(key, sample_shape)))
 
     def _log_prob_from_log(self, log_y: Array) -> Array:
-        k = self.logits.shape[-1]
+        """The Concrete density over the categories with finite logits: a masked (`-inf`) category
+        is always 0 and drops out, leaving a density over the remaining K' categories."""
         t = self.temperature
+        live = jnp.isfinite(self.logits)
+        k = jnp.sum(live, -1).astype(t.dtype)
+        logits, log_y = jnp.where(live, self.logits, 0.0), jnp.where(live, log_y, 0.0)
         return (
-            gammaln(jnp.asarray(k, t.dtype))
+            gammaln(k)
             + (k - 1) * jnp.log(t)
-            + jnp.sum(self.logits - (t[..., None] + 1) * log_y, -1)
-            - k * logsumexp(self.logits - t[..., None] * log_y, -1)
+            + jnp.sum(jnp.where(live, logits - (t[..., None] + 1) * log_y, 0.0), -1)
+            - k * logsumexp(jnp.where(live, logits - t[..., None] * log_y, -jnp.inf), -1)
         )
 
     def rsample_and_log_prob(self, key, sample_shape=()):

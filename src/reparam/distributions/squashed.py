@@ -21,7 +21,7 @@ class TanhNormal(Transformed):
     `log p(a) = log N(u; loc, scale) - log(1 - tanh(u)^2) - log((high - low) / 2)` per dimension,
     with `log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))` (exact in float32, no epsilon).
     `rsample_and_log_prob` scores from `u` and is exact for every `u`; `log_prob(a)` of a given
-    action inverts it with a clipped atanh, exact until tanh saturates in the dtype (|u| ~ 9 in
+    action inverts it with a clipped atanh, exact until tanh saturates in the dtype (|u| ~ 8 in
     float32). Elementwise: `batch_shape` is the broadcast shape of the parameters; wrap in
     `Independent(..., 1)` to score whole action vectors.
     """
