@@ -7,9 +7,10 @@ import tyro
 from rich.console import Console
 
 from .estimators import lab
+from .rl import run as sac_run
 
-COMMANDS = {"estimators": lab.EstimatorsConfig}
-RUNNERS = {lab.EstimatorsConfig: lab.run}
+COMMANDS = {"sac": sac_run.SACRunConfig, "evaluate": sac_run.EvaluateConfig, "estimators": lab.EstimatorsConfig}
+RUNNERS = {sac_run.SACRunConfig: sac_run.run, sac_run.EvaluateConfig: sac_run.evaluate_run, lab.EstimatorsConfig: lab.run}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         RUNNERS[type(config)](config, console)
-    except (ValueError, FileNotFoundError) as error:  # user mistakes: one line, no traceback
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:  # one line, no traceback
         console.print(f"[bold red]reparam: error:[/] {error}", highlight=False)
         return 2
     return 0

@@ -1,0 +1,218 @@
+"""`reparam sac` and `reparam evaluate`: run folders, progress, checkpoints and exact resume for
+the compiled loop (JAX-native environments), the Gymnasium host loop for everything else."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..runs import start_run, write_atomic, write_json
+from .envs import JAX_ENVS, make_jax_env
+from .sac import SACConfig, init_sac
+from .train import RunSpec, evaluate, make_train, shard_seeds
+
+
+@dataclass
+class SACRunConfig:
+    """Train Soft Actor-Critic; `gymnax:` environments run fully compiled, many seeds at once."""
+
+    env: str = "gymnax:Pendulum-v1"
+    """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0 (compiled loop)."""
+    total_steps: int = 20_000
+    """Environment steps per seed."""
+    num_seeds: int = 1
+    """Seeds trained at once (vmapped; sharded over devices when several are present)."""
+    seed: int = 0
+    """Base random seed."""
+    eval_every: int = 2_000
+    """Environment steps between deterministic evaluations (one compiled chunk)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    checkpoint_every: int = 1
+    """Chunks between atomic checkpoints."""
+    out: Path = Path("runs/sac")
+    """Run folder."""
+    resume: Path | None = None
+    """Continue the run in this folder from its last checkpoint (exactly, for the compiled loop)."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """Algorithm hyperparameters (paper defaults)."""
+
+    def validate(self) -> None:
+        if self.total_steps < 1 or self.eval_every < 1 or self.eval_episodes < 1 or self.num_seeds < 1:
+            raise ValueError("--total-steps, --eval-every, --eval-episodes and --num-seeds must be >= 1")
+        if self.total_steps % self.eval_every:
+            raise ValueError(f"--total-steps ({self.total_steps}) must be a multiple of --eval-every ({self.eval_every})")
+        if self.sac.learning_starts >= self.total_steps:
+            raise ValueError(f"--sac.learning-starts ({self.sac.learning_starts}) must be below --total-steps ({self.total_steps})")
+        if self.env not in JAX_ENVS:
+            raise ValueError(f"unknown environment {self.env!r}; supported here: {', '.join(JAX_ENVS)} "
+                             "(the Gymnasium host loop is not wired into the CLI yet)")
+
+
+def _serialise(tree) -> bytes:
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, tree)
+    return buffer.getvalue()
+
+
+def _deserialise(path: Path, like):
+    try:
+        with open(path, "rb") as handle:
+            return eqx.tree_deserialise_leaves(handle, like)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except Exception as error:  # truncated or foreign file
+        raise ValueError(f"corrupt checkpoint {path}: {type(error).__name__}") from None
+
+
+def save_checkpoint(out: Path, carry, chunk: int) -> None:
+    """Carry first, then the small marker that names it: a crash between the two leaves the old pair."""
+    write_atomic(out / "checkpoint.eqx", _serialise(carry))
+    write_json(out / "checkpoint.json", {"chunk": chunk})
+
+
+def _load_config(folder: Path) -> SACRunConfig:
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder} is not a run folder (no config.json)") from None
+    raw["sac"] = SACConfig(**{**raw["sac"], "hidden_sizes": tuple(raw["sac"]["hidden_sizes"])})
+    raw["out"], raw["resume"] = Path(raw["out"]), None
+    return SACRunConfig(**raw)
+
+
+def _rows(metrics: dict, seed0: int) -> list[dict]:
+    values = {k: np.asarray(v) for k, v in metrics.items()}
+    return [{"seed": seed0 + s, **{k: (int(v[s]) if k == "step" else float(v[s])) for k, v in values.items()}}
+            for s in range(len(values["step"]))]
+
+
+def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted({r["step"] for r in rows})
+    by_step = np.array([[r["eval_return"] for r in rows if r["step"] == s] for s in steps])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, by_step.mean(1), color="C0", label=f"mean of {by_step.shape[1]} seed(s)")
+    ax.fill_between(steps, by_step.min(1), by_step.max(1), color="C0", alpha=0.2, label="min-max")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return (deterministic policy)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int | None = None) -> list[dict]:
+    """Train, writing the run folder. `max_chunks` stops early as if the process were killed after
+    that many chunks (tests use it to check resume)."""
+    console = console or Console()
+    resuming = config.resume is not None
+    if resuming:  # everything but the folder comes from the run's own config.json
+        config = dataclasses.replace(_load_config(Path(config.resume)), out=Path(config.resume))
+    config.validate()
+    spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
+    compiled = make_train(config.sac, config.env, spec)
+    out = Path(config.out)
+    keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
+    init = eqx.filter_jit(eqx.filter_vmap(compiled.init))
+    advance = eqx.filter_jit(eqx.filter_vmap(compiled.advance), donate="all-except-first")
+    if resuming:
+        like = eqx.filter_eval_shape(eqx.filter_vmap(compiled.init), keys)
+        carry = _deserialise(out / "checkpoint.eqx", like)
+        start = json.loads((out / "checkpoint.json").read_text())["chunk"]
+        rows = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["step"] <= start * spec.eval_every]
+        console.print(f"Resuming {out} at step {start * spec.eval_every:,}")
+    else:
+        start_run(out, config)
+        carry, start, rows = init(keys), 0, []
+    write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    columns = [TextColumn("[bold]SAC {task.fields[env]}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
+               TextColumn("{task.fields[rate]}"), TextColumn("return {task.fields[ret]}"), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn()]
+    begun = time.perf_counter()
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("sac", total=spec.total_steps, completed=start * spec.eval_every, env=config.env,
+                                 rate="", ret="-")
+        for chunk in range(start, spec.num_evals if max_chunks is None else min(spec.num_evals, max_chunks)):
+            chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, chunk))(keys)
+            carry, metrics = advance(carry, chunk_keys)
+            new = _rows(metrics, config.seed)
+            if any(not np.isfinite(r["eval_return"]) or not np.isfinite(r["critic_loss"]) for r in new):
+                raise FloatingPointError(f"a seed produced a non-finite value at step {new[0]['step']}: {new}")
+            rows += new
+            with open(out / "metrics.jsonl", "a") as handle:
+                handle.write("".join(json.dumps(r) + "\n" for r in new))
+            if (chunk + 1) % config.checkpoint_every == 0 or chunk + 1 == spec.num_evals:
+                save_checkpoint(out, carry, chunk + 1)
+            done = (chunk + 1 - start) * spec.eval_every * config.num_seeds
+            rate = done / (time.perf_counter() - begun)
+            progress.update(task, completed=(chunk + 1) * spec.eval_every, rate=f"{rate:,.0f} steps/s (all seeds)",
+                            ret=f"{np.mean([r['eval_return'] for r in new]):.1f}")
+
+    if max_chunks is not None and max_chunks < spec.num_evals:
+        return rows
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out / "metrics.csv", buffer.getvalue().encode())
+    plot_learning_curve(rows, out / "learning_curve.png", f"SAC on {config.env}")
+    actors = eqx.combine(carry.sac, compiled.static).actor
+    write_atomic(out / "policy.eqx", _serialise(eqx.filter(actors, eqx.is_array)))
+    final = [r["eval_return"] for r in rows if r["step"] == spec.total_steps]
+    console.print(f"Final evaluation return {np.mean(final):.1f} (min {np.min(final):.1f}, max {np.max(final):.1f}) "
+                  f"over {len(final)} seed(s) after {spec.total_steps:,} steps")
+    console.print(f"Run folder: {out}", soft_wrap=True)
+    console.print("Wrote learning_curve.png, policy.eqx, metrics.jsonl, metrics.csv, checkpoint.eqx, config.json")
+    return rows
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluate the saved policy of a `reparam sac` run (deterministic actions)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run folder written by `reparam sac`."""
+    episodes: int = 10
+    """Episodes per seed."""
+    seed: int = 123
+    """Random seed of the evaluation episodes."""
+
+
+def evaluate_run(config: EvaluateConfig, console: Console | None = None) -> list[float]:
+    console = console or Console()
+    if config.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {config.episodes}")
+    run_config = _load_config(Path(config.run_dir))
+    jenv = make_jax_env(run_config.env)
+    action_dim = jenv.bounds.low.shape[0]
+    keys = jax.random.split(jax.random.key(0), run_config.num_seeds)
+    template = eqx.filter_vmap(lambda k: init_sac(k, jenv.obs_dim, action_dim, run_config.sac).actor)(keys)
+    params, static = eqx.partition(template, eqx.is_array)
+    actors = eqx.combine(_deserialise(Path(config.run_dir) / "policy.eqx", params), static)
+    eval_keys = jax.random.split(jax.random.key(config.seed), run_config.num_seeds)
+    returns = eqx.filter_jit(eqx.filter_vmap(lambda a, k: evaluate(a, jenv, k, config.episodes)))(actors, eval_keys)
+    returns = [float(r) for r in returns]
+    console.print(f"{run_config.env}: mean return over {config.episodes} episodes per seed: "
+                  + ", ".join(f"{r:.1f}" for r in returns))
+    return returns
