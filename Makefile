@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/reparam estimators --out runs/estimators
+	$(BIN)/reparam sac --env gymnax:Pendulum-v1 --total-steps 20000 --out runs/sac
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
