@@ -30,7 +30,8 @@ class SACRunConfig:
     """Train Soft Actor-Critic; `gymnax:` environments run fully compiled, many seeds at once."""
 
     env: str = "gymnax:Pendulum-v1"
-    """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0 (compiled loop)."""
+    """Environment: gymnax:Pendulum-v1 or gymnax:MountainCarContinuous-v0 (compiled loop), or a
+    Gymnasium id such as Pendulum-v1, MountainCarContinuous-v0, HalfCheetah-v5 (host loop)."""
     total_steps: int = 20_000
     """Environment steps per seed."""
     num_seeds: int = 1
@@ -41,6 +42,8 @@ class SACRunConfig:
     """Environment steps between deterministic evaluations (one compiled chunk)."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
+    num_envs: int = 1
+    """Vectorised Gymnasium environments (host loop only)."""
     checkpoint_every: int = 1
     """Chunks between atomic checkpoints."""
     out: Path = Path("runs/sac")
@@ -57,9 +60,10 @@ class SACRunConfig:
             raise ValueError(f"--total-steps ({self.total_steps}) must be a multiple of --eval-every ({self.eval_every})")
         if self.sac.learning_starts >= self.total_steps:
             raise ValueError(f"--sac.learning-starts ({self.sac.learning_starts}) must be below --total-steps ({self.total_steps})")
-        if self.env not in JAX_ENVS:
-            raise ValueError(f"unknown environment {self.env!r}; supported here: {', '.join(JAX_ENVS)} "
-                             "(the Gymnasium host loop is not wired into the CLI yet)")
+        if self.env.startswith("gymnax:") and self.env not in JAX_ENVS:
+            raise ValueError(f"unknown JAX-native environment {self.env!r}; supported: {', '.join(JAX_ENVS)}")
+        if self.num_envs < 1:
+            raise ValueError(f"--num-envs must be >= 1, got {self.num_envs}")
 
 
 def _serialise(tree) -> bytes:
@@ -129,6 +133,10 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
     if resuming:  # everything but the folder comes from the run's own config.json
         config = dataclasses.replace(_load_config(Path(config.resume)), out=Path(config.resume))
     config.validate()
+    if config.env not in JAX_ENVS:
+        if resuming:
+            raise ValueError("--resume is implemented for the compiled loop (gymnax: environments) only, so far")
+        return run_host(config, console)
     spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
     compiled = make_train(config.sac, config.env, spec)
     out = Path(config.out)
@@ -171,19 +179,58 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
 
     if max_chunks is not None and max_chunks < spec.num_evals:
         return rows
+    finish(out, rows, config, eqx.combine(carry.sac, compiled.static).actor, console)
+    console.print("Wrote learning_curve.png, policy.eqx, metrics.jsonl, metrics.csv, checkpoint.eqx, config.json")
+    return rows
+
+
+def finish(out: Path, rows: list[dict], config: SACRunConfig, actors, console: Console) -> None:
+    """metrics.csv, learning_curve.png, policy.eqx and the closing summary (both loops)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(out / "metrics.csv", buffer.getvalue().encode())
     plot_learning_curve(rows, out / "learning_curve.png", f"SAC on {config.env}")
-    actors = eqx.combine(carry.sac, compiled.static).actor
     write_atomic(out / "policy.eqx", _serialise(eqx.filter(actors, eqx.is_array)))
-    final = [r["eval_return"] for r in rows if r["step"] == spec.total_steps]
+    last = max(r["step"] for r in rows)
+    final = [r["eval_return"] for r in rows if r["step"] == last]
     console.print(f"Final evaluation return {np.mean(final):.1f} (min {np.min(final):.1f}, max {np.max(final):.1f}) "
-                  f"over {len(final)} seed(s) after {spec.total_steps:,} steps")
+                  f"over {len(final)} seed(s) after {last:,} steps")
     console.print(f"Run folder: {out}", soft_wrap=True)
-    console.print("Wrote learning_curve.png, policy.eqx, metrics.jsonl, metrics.csv, checkpoint.eqx, config.json")
+
+
+def run_host(config: SACRunConfig, console: Console) -> list[dict]:
+    """The Gymnasium host loop, one seed after another (no resume yet)."""
+    from .host import train_host
+
+    out = start_run(Path(config.out), config)
+    write_atomic(out / "metrics.jsonl", b"")
+    rows: list[dict] = []
+    columns = [TextColumn("[bold]SAC {task.fields[env]} seed {task.fields[seed]}"), BarColumn(),
+               TextColumn("{task.completed:,}/{task.total:,} steps"), TextColumn("return {task.fields[ret]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    actors = []
+    with Progress(*columns, console=console) as progress:
+        for s in range(config.num_seeds):
+            task = progress.add_task("sac", total=config.total_steps, env=config.env, seed=config.seed + s, ret="-")
+
+            def on_eval(step, metrics, seed=config.seed + s, task=task):
+                row = {"seed": seed, **metrics, "step": int(step)}
+                rows.append(row)
+                with open(out / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                progress.update(task, ret=f"{metrics['eval_return']:.1f}")
+
+            result = train_host(config.env, config.sac, config.total_steps, config.seed + s, num_envs=config.num_envs,
+                                eval_every=config.eval_every, eval_episodes=config.eval_episodes, on_eval=on_eval,
+                                progress=lambda done, total, task=task: progress.update(task, completed=done))
+            actors.append(result.state.actor)
+            console.print(f"seed {config.seed + s}: {result.steps_per_second:.1f} env steps/s in the training phase")
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs) if eqx.is_array(xs[0]) else xs[0], *actors)
+    finish(out, rows, config, stacked, console)
+    console.print("Wrote learning_curve.png, policy.eqx, metrics.jsonl, metrics.csv, config.json "
+                  "(host-loop runs are not checkpointed yet)")
     return rows
 
 
@@ -204,6 +251,8 @@ def evaluate_run(config: EvaluateConfig, console: Console | None = None) -> list
     if config.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {config.episodes}")
     run_config = _load_config(Path(config.run_dir))
+    if run_config.env not in JAX_ENVS:
+        raise ValueError(f"reparam evaluate supports compiled-loop runs (gymnax: environments) so far, not {run_config.env!r}")
     jenv = make_jax_env(run_config.env)
     action_dim = jenv.bounds.low.shape[0]
     keys = jax.random.split(jax.random.key(0), run_config.num_seeds)

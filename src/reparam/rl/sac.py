@@ -195,7 +195,9 @@ def init_sac(key: PRNGKeyArray, obs_dim: int, action_dim: int, config: SACConfig
     log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
     opt = optimizer(config)
     return SACState(
-        actor=actor, critic=critic, target_critic=critic, log_alpha=log_alpha,
+        # The target starts equal to the critic but owns its arrays (a donated update needs that).
+        actor=actor, critic=critic, target_critic=jax.tree_util.tree_map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, critic),
+        log_alpha=log_alpha,
         actor_opt=opt.init(eqx.filter(actor, eqx.is_array)), critic_opt=opt.init(eqx.filter(critic, eqx.is_array)),
         alpha_opt=opt.init(log_alpha), gradient_steps=jnp.zeros((), jnp.int32),
     )
