@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import time
@@ -64,6 +65,16 @@ class SACRunConfig:
             raise ValueError(f"unknown JAX-native environment {self.env!r}; supported: {', '.join(JAX_ENVS)}")
         if self.num_envs < 1:
             raise ValueError(f"--num-envs must be >= 1, got {self.num_envs}")
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_run(sac: SACConfig, env: str, spec: RunSpec):
+    """The run's pieces with their vmapped, jitted `init` and `advance`, cached so that runs with the
+    same settings in one process (a resume, a notebook, the tests) compile once."""
+    compiled = make_train(sac, env, spec)
+    init = eqx.filter_jit(eqx.filter_vmap(compiled.init))
+    advance = eqx.filter_jit(eqx.filter_vmap(compiled.advance), donate="all-except-first")
+    return compiled, init, advance
 
 
 def _serialise(tree) -> bytes:
@@ -138,11 +149,9 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
             raise ValueError("--resume is implemented for the compiled loop (gymnax: environments) only, so far")
         return run_host(config, console)
     spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
-    compiled = make_train(config.sac, config.env, spec)
+    compiled, init, advance = compiled_run(config.sac, config.env, spec)
     out = Path(config.out)
     keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
-    init = eqx.filter_jit(eqx.filter_vmap(compiled.init))
-    advance = eqx.filter_jit(eqx.filter_vmap(compiled.advance), donate="all-except-first")
     if resuming:
         like = eqx.filter_eval_shape(eqx.filter_vmap(compiled.init), keys)
         carry = _deserialise(out / "checkpoint.eqx", like)
