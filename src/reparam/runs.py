@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import tempfile
@@ -35,3 +37,12 @@ def start_run(out: Path, config: Any) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config)
     return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of one schema (the first row's keys) as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buffer.getvalue().encode())

@@ -3,9 +3,7 @@ parameter, and draw variance and signal-to-noise pictures."""
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..runs import start_run, write_atomic, write_json
+from ..runs import start_run, write_csv, write_json
 from . import problems as P
 from .measure_valued import measure_valued
 from .pathwise import pathwise
@@ -310,14 +308,6 @@ def plot_num_samples(config: EstimatorsConfig, results: dict, path: Path) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buffer.getvalue().encode())
 
 
 def print_summary(config: EstimatorsConfig, results: dict, console: Console) -> None:

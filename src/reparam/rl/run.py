@@ -3,7 +3,6 @@ the compiled loop (JAX-native environments), the Gymnasium host loop for everyth
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import io
@@ -20,7 +19,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..runs import start_run, write_atomic, write_json
+from ..runs import start_run, write_atomic, write_csv, write_json
 from .envs import JAX_ENVS, make_jax_env
 from .sac import SACConfig, init_sac
 from .train import RunSpec, evaluate, make_train, shard_seeds
@@ -195,11 +194,7 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
 
 def finish(out: Path, rows: list[dict], config: SACRunConfig, actors, console: Console) -> None:
     """metrics.csv, learning_curve.png, policy.eqx and the closing summary (both loops)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(out / "metrics.csv", buffer.getvalue().encode())
+    write_csv(out / "metrics.csv", rows)
     plot_learning_curve(rows, out / "learning_curve.png", f"SAC on {config.env}")
     write_atomic(out / "policy.eqx", _serialise(eqx.filter(actors, eqx.is_array)))
     last = max(r["step"] for r in rows)
