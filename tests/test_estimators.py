@@ -16,7 +16,7 @@ from reparam.estimators import (
     score_function_control_variate, score_function_loo, straight_through,
 )
 from reparam.estimators import problems as P
-from reparam.estimators.variance import repeated_estimates, summarize
+from reparam.estimators.variance import repeated_estimates
 
 R = 4000
 
