@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
@@ -46,3 +48,22 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, buffer.getvalue().encode())
+
+
+def serialise(tree) -> bytes:
+    """The array and scalar leaves of `tree` as bytes (`equinox.tree_serialise_leaves`)."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, tree)
+    return buffer.getvalue()
+
+
+def load_serialised(path: Path, like):
+    """Read what `serialise` wrote into the structure of `like`; a one-line error for a missing,
+    truncated or foreign file."""
+    try:
+        with open(path, "rb") as handle:
+            return eqx.tree_deserialise_leaves(handle, like)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except Exception as error:  # truncated or foreign file
+        raise ValueError(f"corrupt checkpoint {path}: {type(error).__name__}") from None
