@@ -172,18 +172,62 @@ def test_evaluate_returns_full_episode_returns():
         np.testing.assert_allclose(returns[i], total, rtol=1e-12)
 
 
-def test_cli_host_loop_run_folder(tmp_path):
-    """`reparam sac` with a Gymnasium id runs the host loop and writes its run folder; what the host
-    loop does not support yet (resume, evaluate) is a one-line error."""
-    from reparam.cli import main
+def test_resume_restores_agent_buffer_key_and_counters():
+    """A checkpoint taken at step 150 (copied off the device: the loop donates its arrays) restores
+    the agent, buffer, key and counters exactly; the run then finishes with the uninterrupted run's
+    step and gradient-step counts, and the first 150 buffer rows are the same transitions."""
+    saved = []
+    whole = train_host("Pendulum-v1", TINY, 300, seed=0, eval_every=150, eval_episodes=1,
+                       on_checkpoint=lambda c: saved.append(jax.tree.map(lambda x: np.array(x, copy=True), c)))
+    assert [int(c.vector_step) for c in saved] == [150, 300]
+    seen = []
 
-    out = tmp_path / "host"
-    args = ["sac", "--env", "Pendulum-v1", "--total-steps", "300", "--eval-every", "150", "--eval-episodes", "1",
-            "--sac.hidden-sizes", "16", "16", "--sac.batch-size", "16", "--sac.learning-starts", "50", "--out", str(out)]
-    assert main(args) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [150, 300] and all(np.isfinite(r["eval_return"]) for r in rows)
-    for name in ("config.json", "metrics.csv", "learning_curve.png", "policy.eqx"):
-        assert (out / name).exists(), name
-    assert main(["sac", "--resume", str(out)]) == 2
-    assert main(["evaluate", str(out)]) == 2
+    def restore(fresh):
+        assert jax.tree.structure(fresh) == jax.tree.structure(saved[0])
+        assert all(a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(saved[0])))
+        return jax.tree.map(jnp.asarray, saved[0])
+
+    resumed = train_host("Pendulum-v1", TINY, 300, seed=0, eval_every=150, eval_episodes=1, restore=restore,
+                         on_checkpoint=seen.append)
+    assert [m["step"] for m in resumed.metrics] == [300] and [int(c.vector_step) for c in seen] == [300]
+    assert int(resumed.state.gradient_steps) == int(whole.state.gradient_steps) == 300 - 100 + 1
+    assert int(resumed.buffer.size) == 300
+    np.testing.assert_array_equal(np.asarray(resumed.buffer.data.obs)[:150], np.asarray(whole.buffer.data.obs)[:150])
+    # New episodes after the resume: the rows from 150 on are different transitions.
+    assert not np.array_equal(np.asarray(resumed.buffer.data.obs)[150:], np.asarray(whole.buffer.data.obs)[150:])
+
+
+def test_cli_host_loop_run_folder_resume_and_evaluate(tmp_path, capsys):
+    """`reparam sac` with a Gymnasium id writes its run folder; a run killed after three checkpoints
+    (seed 0 done, seed 1 half way) resumes at seed 1 step 150, keeps seed 0's metrics and policy, and
+    `reparam evaluate` scores both saved policies."""
+    import tyro
+
+    from reparam.cli import main
+    from reparam.rl.run import SACRunConfig, run
+
+    args = ["--env", "Pendulum-v1", "--total-steps", "300", "--eval-every", "150", "--eval-episodes", "1",
+            "--num-seeds", "2", "--sac.hidden-sizes", "16", "16", "--sac.batch-size", "16",
+            "--sac.learning-starts", "50"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["sac", *args, "--out", str(whole)]) == 0
+    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["step"]) for r in rows] == [(0, 150), (0, 300), (1, 150), (1, 300)]
+    assert all(np.isfinite(r["eval_return"]) for r in rows)
+    for name in ("config.json", "metrics.csv", "learning_curve.png", "policy.eqx", "checkpoint.eqx"):
+        assert (whole / name).exists(), name
+
+    run(tyro.cli(SACRunConfig, args=[*args, "--out", str(killed)]), max_chunks=3)
+    assert json.loads((killed / "checkpoint.json").read_text()) == {"seed_index": 1, "step": 150}
+    capsys.readouterr()
+    assert main(["sac", "--resume", str(killed)]) == 0
+    assert "Resuming" in capsys.readouterr().out
+    resumed = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["step"]) for r in resumed] == [(0, 150), (0, 300), (1, 150), (1, 300)]
+    same = lambda r: json.dumps({k: v for k, v in r.items() if k != "steps_per_second"})  # NaN-safe, no timing
+    assert list(map(same, resumed[:3])) == list(map(same, rows[:3]))  # seed 0, seed 1's first evaluation: same run
+    assert (killed / "policy_seed0.eqx").read_bytes() == (whole / "policy_seed0.eqx").read_bytes()
+
+    capsys.readouterr()
+    assert main(["evaluate", str(killed), "--episodes", "2"]) == 0
+    assert "Pendulum-v1: mean return over 2 episodes per seed" in capsys.readouterr().out

@@ -31,6 +31,9 @@ from .sac import ActionBounds, Actor, SACConfig, SACState, init_sac, policy, upd
 SUPPORTED_EXAMPLES = ("Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5")
 EVAL_SEED_OFFSET = 1_000_003
 """The evaluation environments are seeded `seed + EVAL_SEED_OFFSET` (disjoint from training)."""
+RESUME_SEED_STRIDE = 7_919
+"""A resumed run resets its environments with `seed + RESUME_SEED_STRIDE * vector_steps_done`."""
+TRAIN_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_target")
 
 
 # --- environments -----------------------------------------------------------------------------
@@ -199,6 +202,23 @@ def evaluate(env: gym.vector.VectorEnv, act: Callable[[np.ndarray], Array]) -> n
 
 # --- the loop -----------------------------------------------------------------------------------
 
+class HostCheckpoint(NamedTuple):
+    """What the host loop needs to continue after an evaluation, arrays only: the agent with its
+    optimizer states and target critic, the replay buffer, the key and the counters.
+
+    Not in it: the Gymnasium environments' own state (a MuJoCo simulator or an env's private RNG
+    cannot be saved portably), so a resumed run starts new episodes, reset with
+    `seed + RESUME_SEED_STRIDE * vector_step`: the agent, buffer and keys continue exactly, the
+    trajectories from there on differ from an uninterrupted run's.
+    """
+
+    params: SACState  # the array half of the agent (`eqx.partition(state, eqx.is_array)[0]`)
+    buffer: ReplayBuffer
+    key_data: Array  # `jax.random.key_data` of the loop's key
+    vector_step: Array  # int32 scalar: vector steps done
+    last_train: dict[str, Array]  # metrics of the latest training phase (NaN before the first)
+
+
 class HostLoopResult(NamedTuple):
     state: SACState
     """The final agent."""
@@ -242,6 +262,8 @@ def train_host(
     eval_episodes: int = 10,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_checkpoint: Callable[[HostCheckpoint], None] | None = None,
+    restore: Callable[[HostCheckpoint], HostCheckpoint] | None = None,
 ) -> HostLoopResult:
     """Train SAC on `env_id` for `total_steps` environment steps (rounded up to whole vector steps).
 
@@ -253,6 +275,10 @@ def train_host(
     `critic_loss`, `actor_loss`, `alpha`, `entropy`, `q_target` (of the last training phase, NaN
     before), `gradient_steps`, `steps_per_second` (since the last evaluation, evaluation excluded),
     passed to `on_eval(step, metrics)`. `progress(steps_done, total)` is called every vector step.
+
+    Checkpointing: after each evaluation `on_checkpoint(HostCheckpoint)` receives the loop's state;
+    `restore(fresh) -> saved` continues from a saved one (given the fresh state as the template for
+    shapes), see `HostCheckpoint` for what a resume cannot reproduce.
     """
     for name, value in dict(total_steps=total_steps, eval_every=eval_every, eval_episodes=eval_episodes).items():
         if value < 1:
@@ -260,13 +286,15 @@ def train_host(
     env, obs = make_gym_env(env_id, num_envs, seed)
     eval_env, _ = make_gym_env(env_id, eval_episodes, seed + EVAL_SEED_OFFSET)
     try:
-        return _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, progress)
+        return _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, progress, on_checkpoint,
+                     restore)
     finally:
         env.close()
         eval_env.close()
 
 
-def _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, progress) -> HostLoopResult:
+def _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, progress, on_checkpoint,
+          restore) -> HostLoopResult:
     n = env.num_envs
     vector_steps = -(-total_steps // n)
     capacity = min(config.buffer_size, vector_steps * n)
@@ -280,12 +308,18 @@ def _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, pr
     kernels = make_kernels(static, config, _floats(space.low), _floats(space.high))
     zero_action = np.zeros(space.shape, np.float32)
     buffer = init_buffer(Transition(obs[0], zero_action, np.float32(0), obs[0], np.float32(0)), capacity)
+    last_train = {name: jnp.full((), jnp.nan, jnp.float32) for name in TRAIN_METRICS}
+    done_steps = 0
+    if restore is not None:
+        saved = restore(HostCheckpoint(params, buffer, jax.random.key_data(key), jnp.zeros((), jnp.int32), last_train))
+        params, buffer, last_train = _distinct_buffers((saved.params, saved.buffer, saved.last_train))
+        key, done_steps = jax.random.wrap_key_data(saved.key_data), int(saved.vector_step)
+        obs = np.asarray(env.reset(seed=seed + RESUME_SEED_STRIDE * done_steps)[0], np.float32)
 
     history, clock = [], _Clock()
-    last_train: dict[str, Array] = {}
     episode_return, finished_returns = np.zeros(n), []
     compiled: set[str] = set()  # kernels called once already (their first call compiles)
-    for t in range(1, vector_steps + 1):
+    for t in range(done_steps + 1, vector_steps + 1):
         start = time.perf_counter()
         warm_up = (t - 1) * n < config.learning_starts
         if warm_up:
@@ -317,6 +351,9 @@ def _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, pr
             history.append(metrics)
             if on_eval is not None:
                 on_eval(steps, metrics)
+            if on_checkpoint is not None:
+                on_checkpoint(HostCheckpoint(params, buffer, jax.random.key_data(key), jnp.asarray(t, jnp.int32),
+                                             last_train))
         if progress is not None:
             progress(steps, vector_steps * n)
 
@@ -342,6 +379,6 @@ def _metrics(step, eval_returns, train_returns, last_train, state, clock) -> dic
         gradient_steps=int(state.gradient_steps),
         steps_per_second=clock.interval_rate(),
     )
-    for name in ("critic_loss", "actor_loss", "alpha", "entropy", "q_target"):
-        metrics[name] = float(last_train[name]) if name in last_train else nan
+    for name in TRAIN_METRICS:
+        metrics[name] = float(last_train[name])
     return metrics

@@ -49,7 +49,8 @@ class SACRunConfig:
     out: Path = Path("runs/sac")
     """Run folder."""
     resume: Path | None = None
-    """Continue the run in this folder from its last checkpoint (exactly, for the compiled loop)."""
+    """Continue the run in this folder from its last checkpoint: exactly for the compiled loop; the host
+    loop restores agent, optimizers, buffer, keys and counters, and starts new episodes."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Algorithm hyperparameters (paper defaults)."""
 
@@ -144,9 +145,7 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
         config = dataclasses.replace(_load_config(Path(config.resume)), out=Path(config.resume))
     config.validate()
     if config.env not in JAX_ENVS:
-        if resuming:
-            raise ValueError("--resume is implemented for the compiled loop (gymnax: environments) only, so far")
-        return run_host(config, console)
+        return run_host(config, console, resuming=resuming, max_chunks=max_chunks)
     spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
     compiled, init, advance = compiled_run(config.sac, config.env, spec)
     out = Path(config.out)
@@ -154,8 +153,8 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
     if resuming:
         like = eqx.filter_eval_shape(eqx.filter_vmap(compiled.init), keys)
         carry = _deserialise(out / "checkpoint.eqx", like)
-        start = json.loads((out / "checkpoint.json").read_text())["chunk"]
-        rows = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["step"] <= start * spec.eval_every]
+        start = _read_json(out / "checkpoint.json")["chunk"]
+        rows = [r for r in _read_rows(out) if r["step"] <= start * spec.eval_every]
         console.print(f"Resuming {out} at step {start * spec.eval_every:,}")
     else:
         start_run(out, config)
@@ -165,11 +164,12 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
     columns = [TextColumn("[bold]SAC {task.fields[env]}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
                TextColumn("{task.fields[rate]}"), TextColumn("return {task.fields[ret]}"), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn()]
-    begun = time.perf_counter()
+    timed_steps, timed_seconds = 0, 0.0  # the first chunk of a process compiles: not in the rate
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("sac", total=spec.total_steps, completed=start * spec.eval_every, env=config.env,
-                                 rate="", ret="-")
+                                 rate="compiling", ret="-")
         for chunk in range(start, spec.num_evals if max_chunks is None else min(spec.num_evals, max_chunks)):
+            begun = time.perf_counter()
             chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, chunk))(keys)
             carry, metrics = advance(carry, chunk_keys)
             new = _rows(metrics, config.seed)
@@ -180,9 +180,11 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
                 handle.write("".join(json.dumps(r) + "\n" for r in new))
             if (chunk + 1) % config.checkpoint_every == 0 or chunk + 1 == spec.num_evals:
                 save_checkpoint(out, carry, chunk + 1)
-            done = (chunk + 1 - start) * spec.eval_every * config.num_seeds
-            rate = done / (time.perf_counter() - begun)
-            progress.update(task, completed=(chunk + 1) * spec.eval_every, rate=f"{rate:,.0f} steps/s (all seeds)",
+            if chunk > start:
+                timed_steps += spec.eval_every * config.num_seeds
+                timed_seconds += time.perf_counter() - begun
+            rate = f"{timed_steps / timed_seconds:,.0f} steps/s (all seeds)" if timed_seconds else "compiled"
+            progress.update(task, completed=(chunk + 1) * spec.eval_every, rate=rate,
                             ret=f"{np.mean([r['eval_return'] for r in new]):.1f}")
 
     if max_chunks is not None and max_chunks < spec.num_evals:
@@ -204,38 +206,115 @@ def finish(out: Path, rows: list[dict], config: SACRunConfig, actors, console: C
     console.print(f"Run folder: {out}", soft_wrap=True)
 
 
-def run_host(config: SACRunConfig, console: Console) -> list[dict]:
-    """The Gymnasium host loop, one seed after another (no resume yet)."""
+class _Stopped(Exception):
+    """Raised inside the host loop when `max_chunks` checkpoints are written (a simulated kill)."""
+
+
+def run_host(config: SACRunConfig, console: Console, *, resuming: bool = False, max_chunks: int | None = None) -> list[dict]:
+    """The Gymnasium host loop, one seed after another, checkpointed after every `checkpoint_every`
+    evaluations. A resume restores the agent, optimizers, buffer, key and counters of the seed in
+    progress exactly (the environments start new episodes, see `host.HostCheckpoint`); finished
+    seeds are kept from their `policy_seed<S>.eqx`."""
     from .host import train_host
 
-    out = start_run(Path(config.out), config)
-    write_atomic(out / "metrics.jsonl", b"")
-    rows: list[dict] = []
+    out = Path(config.out)
+    if resuming:
+        marker = _read_json(out / "checkpoint.json")
+        first, resume_step = marker["seed_index"], marker["step"]
+        rows = [r for r in _read_rows(out) if r["seed"] < config.seed + first
+                or (r["seed"] == config.seed + first and r["step"] <= resume_step)]
+        console.print(f"Resuming {out} at seed {config.seed + first}, step {resume_step:,}")
+    else:
+        start_run(out, config)
+        first, resume_step, rows = 0, 0, []
+    write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    actors = [_load_actor(out, config, config.seed + s) for s in range(first)]
+    checkpoints = 0
+
     columns = [TextColumn("[bold]SAC {task.fields[env]} seed {task.fields[seed]}"), BarColumn(),
                TextColumn("{task.completed:,}/{task.total:,} steps"), TextColumn("return {task.fields[ret]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    actors = []
     with Progress(*columns, console=console) as progress:
-        for s in range(config.num_seeds):
-            task = progress.add_task("sac", total=config.total_steps, env=config.env, seed=config.seed + s, ret="-")
+        for s in range(first, config.num_seeds):
+            seed = config.seed + s
+            task = progress.add_task("sac", total=config.total_steps, env=config.env, seed=seed, ret="-")
 
-            def on_eval(step, metrics, seed=config.seed + s, task=task):
+            def on_eval(step, metrics, seed=seed, task=task):
                 row = {"seed": seed, **metrics, "step": int(step)}
                 rows.append(row)
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(row) + "\n")
                 progress.update(task, ret=f"{metrics['eval_return']:.1f}")
 
-            result = train_host(config.env, config.sac, config.total_steps, config.seed + s, num_envs=config.num_envs,
-                                eval_every=config.eval_every, eval_episodes=config.eval_episodes, on_eval=on_eval,
-                                progress=lambda done, total, task=task: progress.update(task, completed=done))
-            actors.append(result.state.actor)
-            console.print(f"seed {config.seed + s}: {result.steps_per_second:.1f} env steps/s in the training phase")
-    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs) if eqx.is_array(xs[0]) else xs[0], *actors)
+            def on_checkpoint(checkpoint, s=s):
+                nonlocal checkpoints
+                step = int(checkpoint.vector_step) * config.num_envs
+                if step // config.eval_every % config.checkpoint_every and step < config.total_steps:
+                    return
+                write_atomic(out / "checkpoint.eqx", _serialise(checkpoint))
+                write_json(out / "checkpoint.json", {"seed_index": s, "step": step})
+                checkpoints += 1
+                if max_chunks is not None and checkpoints >= max_chunks:
+                    raise _Stopped
+
+            restore = None
+            if s == first and resume_step > 0:
+                restore = lambda like: _deserialise(out / "checkpoint.eqx", like)
+            try:
+                result = train_host(config.env, config.sac, config.total_steps, seed, num_envs=config.num_envs,
+                                    eval_every=config.eval_every, eval_episodes=config.eval_episodes, on_eval=on_eval,
+                                    progress=lambda done, total, task=task: progress.update(task, completed=done),
+                                    on_checkpoint=on_checkpoint, restore=restore)
+            except _Stopped:
+                return rows
+            actors.append(eqx.filter(result.state.actor, eqx.is_array))
+            write_atomic(out / f"policy_seed{seed}.eqx", _serialise(actors[-1]))
+            write_json(out / "checkpoint.json", {"seed_index": s + 1, "step": 0})
+            console.print(f"seed {seed}: {result.steps_per_second:.1f} env steps/s in the training phase")
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *actors)
     finish(out, rows, config, stacked, console)
-    console.print("Wrote learning_curve.png, policy.eqx, metrics.jsonl, metrics.csv, config.json "
-                  "(host-loop runs are not checkpointed yet)")
+    console.print("Wrote learning_curve.png, policy.eqx, metrics.jsonl, metrics.csv, checkpoint.eqx, config.json")
     return rows
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint marker at {path}: nothing to resume") from None
+    except json.JSONDecodeError:
+        raise ValueError(f"corrupt checkpoint marker {path}") from None
+
+
+def _read_rows(out: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out} has no metrics.jsonl") from None
+    except json.JSONDecodeError:
+        raise ValueError(f"corrupt {out / 'metrics.jsonl'}") from None
+
+
+def _actor_template(config: SACRunConfig, num_seeds: int | None = None):
+    """The array half of an actor for the run's environment, stacked over `num_seeds` if given."""
+    if config.env in JAX_ENVS:
+        jenv = make_jax_env(config.env)
+        obs_dim, action_dim = jenv.obs_dim, jenv.bounds.low.shape[0]
+    else:
+        from .host import make_gym_env
+
+        env, obs = make_gym_env(config.env, 1, 0)
+        obs_dim, action_dim = obs.shape[-1], env.single_action_space.shape[0]
+        env.close()
+    make = lambda k: init_sac(k, obs_dim, action_dim, config.sac).actor
+    if num_seeds is None:
+        return eqx.partition(make(jax.random.key(0)), eqx.is_array)
+    return eqx.partition(eqx.filter_vmap(make)(jax.random.split(jax.random.key(0), num_seeds)), eqx.is_array)
+
+
+def _load_actor(out: Path, config: SACRunConfig, seed: int):
+    params, _ = _actor_template(config)
+    return _deserialise(out / f"policy_seed{seed}.eqx", params)
 
 
 @dataclass
@@ -251,21 +330,38 @@ class EvaluateConfig:
 
 
 def evaluate_run(config: EvaluateConfig, console: Console | None = None) -> list[float]:
+    """Mean return of `episodes` deterministic-policy episodes per seed of a saved run (either loop)."""
     console = console or Console()
     if config.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {config.episodes}")
     run_config = _load_config(Path(config.run_dir))
-    if run_config.env not in JAX_ENVS:
-        raise ValueError(f"reparam evaluate supports compiled-loop runs (gymnax: environments) so far, not {run_config.env!r}")
-    jenv = make_jax_env(run_config.env)
-    action_dim = jenv.bounds.low.shape[0]
-    keys = jax.random.split(jax.random.key(0), run_config.num_seeds)
-    template = eqx.filter_vmap(lambda k: init_sac(k, jenv.obs_dim, action_dim, run_config.sac).actor)(keys)
-    params, static = eqx.partition(template, eqx.is_array)
+    params, static = _actor_template(run_config, run_config.num_seeds)
     actors = eqx.combine(_deserialise(Path(config.run_dir) / "policy.eqx", params), static)
-    eval_keys = jax.random.split(jax.random.key(config.seed), run_config.num_seeds)
-    returns = eqx.filter_jit(eqx.filter_vmap(lambda a, k: evaluate(a, jenv, k, config.episodes)))(actors, eval_keys)
+    if run_config.env in JAX_ENVS:
+        jenv = make_jax_env(run_config.env)
+        eval_keys = jax.random.split(jax.random.key(config.seed), run_config.num_seeds)
+        returns = eqx.filter_jit(eqx.filter_vmap(lambda a, k: evaluate(a, jenv, k, config.episodes)))(actors, eval_keys)
+    else:
+        returns = _evaluate_host(run_config.env, actors, run_config.num_seeds, config.episodes, config.seed)
     returns = [float(r) for r in returns]
     console.print(f"{run_config.env}: mean return over {config.episodes} episodes per seed: "
                   + ", ".join(f"{r:.1f}" for r in returns))
     return returns
+
+
+def _evaluate_host(env_id: str, actors, num_seeds: int, episodes: int, seed: int) -> list[float]:
+    from .host import deterministic_action, evaluate as evaluate_host, make_gym_env
+    from .sac import ActionBounds
+
+    env, _ = make_gym_env(env_id, episodes, seed)
+    space = env.single_action_space
+    bounds = ActionBounds(np.asarray(space.low, np.float32), np.asarray(space.high, np.float32))
+    act = eqx.filter_jit(lambda actor, obs: deterministic_action(actor, obs, bounds))
+    try:
+        returns = []
+        for s in range(num_seeds):
+            actor = jax.tree_util.tree_map(lambda x: x[s] if eqx.is_array(x) else x, actors)
+            returns.append(float(np.mean(evaluate_host(env, lambda obs: act(actor, obs)))))
+        return returns
+    finally:
+        env.close()
