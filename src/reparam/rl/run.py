@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..runs import start_run, write_atomic, write_csv, write_json
-from .envs import JAX_ENVS, make_jax_env
+from .envs import JAX_ENVS, is_jax_env, make_jax_env
 from .sac import SACConfig, init_sac
 from .train import RunSpec, evaluate, make_train, shard_seeds
 
@@ -30,7 +30,7 @@ class SACRunConfig:
     """Train Soft Actor-Critic; `gymnax:` environments run fully compiled, many seeds at once."""
 
     env: str = "gymnax:Pendulum-v1"
-    """Environment: gymnax:Pendulum-v1 or gymnax:MountainCarContinuous-v0 (compiled loop), or a
+    """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0 or brax:<name> (compiled loop), or a
     Gymnasium id such as Pendulum-v1, MountainCarContinuous-v0, HalfCheetah-v5 (host loop)."""
     total_steps: int = 20_000
     """Environment steps per seed."""
@@ -62,7 +62,7 @@ class SACRunConfig:
         if self.sac.learning_starts >= self.total_steps:
             raise ValueError(f"--sac.learning-starts ({self.sac.learning_starts}) must be below --total-steps ({self.total_steps})")
         if self.env.startswith("gymnax:") and self.env not in JAX_ENVS:
-            raise ValueError(f"unknown JAX-native environment {self.env!r}; supported: {', '.join(JAX_ENVS)}")
+            raise ValueError(f"unknown JAX-native environment {self.env!r}; supported: {', '.join(JAX_ENVS)}, brax:<name>")
         if self.num_envs < 1:
             raise ValueError(f"--num-envs must be >= 1, got {self.num_envs}")
 
@@ -144,7 +144,7 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
     if resuming:  # everything but the folder comes from the run's own config.json
         config = dataclasses.replace(_load_config(Path(config.resume)), out=Path(config.resume))
     config.validate()
-    if config.env not in JAX_ENVS:
+    if not is_jax_env(config.env):
         return run_host(config, console, resuming=resuming, max_chunks=max_chunks)
     spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
     compiled, init, advance = compiled_run(config.sac, config.env, spec)
@@ -297,7 +297,7 @@ def _read_rows(out: Path) -> list[dict]:
 
 def _actor_template(config: SACRunConfig, num_seeds: int | None = None):
     """The array half of an actor for the run's environment, stacked over `num_seeds` if given."""
-    if config.env in JAX_ENVS:
+    if is_jax_env(config.env):
         jenv = make_jax_env(config.env)
         obs_dim, action_dim = jenv.obs_dim, jenv.bounds.low.shape[0]
     else:
@@ -337,7 +337,7 @@ def evaluate_run(config: EvaluateConfig, console: Console | None = None) -> list
     run_config = _load_config(Path(config.run_dir))
     params, static = _actor_template(run_config, run_config.num_seeds)
     actors = eqx.combine(_deserialise(Path(config.run_dir) / "policy.eqx", params), static)
-    if run_config.env in JAX_ENVS:
+    if is_jax_env(run_config.env):
         jenv = make_jax_env(run_config.env)
         eval_keys = jax.random.split(jax.random.key(config.seed), run_config.num_seeds)
         returns = eqx.filter_jit(eqx.filter_vmap(lambda a, k: evaluate(a, jenv, k, config.episodes)))(actors, eval_keys)
