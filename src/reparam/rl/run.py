@@ -241,6 +241,8 @@ def run_host(config: SACRunConfig, console: Console, *, resuming: bool = False, 
 
             def on_eval(step, metrics, seed=seed, task=task):
                 row = {"seed": seed, **metrics, "step": int(step)}
+                if not np.isfinite(row["eval_return"]) or (row["gradient_steps"] and not np.isfinite(row["critic_loss"])):
+                    raise FloatingPointError(f"seed {seed} produced a non-finite value at step {row['step']}: {row}")
                 rows.append(row)
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(row) + "\n")
