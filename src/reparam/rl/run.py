@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..runs import start_run, write_atomic, write_csv, write_json
+from ..runs import load_serialised, serialise, start_run, write_atomic, write_csv, write_json
 from .envs import JAX_ENVS, is_jax_env, make_jax_env
 from .sac import SACConfig, init_sac
 from .train import RunSpec, evaluate, make_train, shard_seeds
@@ -77,25 +76,9 @@ def compiled_run(sac: SACConfig, env: str, spec: RunSpec):
     return compiled, init, advance
 
 
-def _serialise(tree) -> bytes:
-    buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, tree)
-    return buffer.getvalue()
-
-
-def _deserialise(path: Path, like):
-    try:
-        with open(path, "rb") as handle:
-            return eqx.tree_deserialise_leaves(handle, like)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}") from None
-    except Exception as error:  # truncated or foreign file
-        raise ValueError(f"corrupt checkpoint {path}: {type(error).__name__}") from None
-
-
 def save_checkpoint(out: Path, carry, chunk: int) -> None:
     """Carry first, then the small marker that names it: a crash between the two leaves the old pair."""
-    write_atomic(out / "checkpoint.eqx", _serialise(carry))
+    write_atomic(out / "checkpoint.eqx", serialise(carry))
     write_json(out / "checkpoint.json", {"chunk": chunk})
 
 
@@ -152,7 +135,7 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
     keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
     if resuming:
         like = eqx.filter_eval_shape(eqx.filter_vmap(compiled.init), keys)
-        carry = _deserialise(out / "checkpoint.eqx", like)
+        carry = load_serialised(out / "checkpoint.eqx", like)
         start = _read_json(out / "checkpoint.json")["chunk"]
         rows = [r for r in _read_rows(out) if r["step"] <= start * spec.eval_every]
         console.print(f"Resuming {out} at step {start * spec.eval_every:,}")
@@ -198,7 +181,7 @@ def finish(out: Path, rows: list[dict], config: SACRunConfig, actors, console: C
     """metrics.csv, learning_curve.png, policy.eqx and the closing summary (both loops)."""
     write_csv(out / "metrics.csv", rows)
     plot_learning_curve(rows, out / "learning_curve.png", f"SAC on {config.env}")
-    write_atomic(out / "policy.eqx", _serialise(eqx.filter(actors, eqx.is_array)))
+    write_atomic(out / "policy.eqx", serialise(eqx.filter(actors, eqx.is_array)))
     last = max(r["step"] for r in rows)
     final = [r["eval_return"] for r in rows if r["step"] == last]
     console.print(f"Final evaluation return {np.mean(final):.1f} (min {np.min(final):.1f}, max {np.max(final):.1f}) "
@@ -253,7 +236,7 @@ def run_host(config: SACRunConfig, console: Console, *, resuming: bool = False, 
                 step = int(checkpoint.vector_step) * config.num_envs
                 if step // config.eval_every % config.checkpoint_every and step < config.total_steps:
                     return
-                write_atomic(out / "checkpoint.eqx", _serialise(checkpoint))
+                write_atomic(out / "checkpoint.eqx", serialise(checkpoint))
                 write_json(out / "checkpoint.json", {"seed_index": s, "step": step})
                 checkpoints += 1
                 if max_chunks is not None and checkpoints >= max_chunks:
@@ -261,7 +244,7 @@ def run_host(config: SACRunConfig, console: Console, *, resuming: bool = False, 
 
             restore = None
             if s == first and resume_step > 0:
-                restore = lambda like: _deserialise(out / "checkpoint.eqx", like)
+                restore = lambda like: load_serialised(out / "checkpoint.eqx", like)
             try:
                 result = train_host(config.env, config.sac, config.total_steps, seed, num_envs=config.num_envs,
                                     eval_every=config.eval_every, eval_episodes=config.eval_episodes, on_eval=on_eval,
@@ -270,7 +253,7 @@ def run_host(config: SACRunConfig, console: Console, *, resuming: bool = False, 
             except _Stopped:
                 return rows
             actors.append(eqx.filter(result.state.actor, eqx.is_array))
-            write_atomic(out / f"policy_seed{seed}.eqx", _serialise(actors[-1]))
+            write_atomic(out / f"policy_seed{seed}.eqx", serialise(actors[-1]))
             write_json(out / "checkpoint.json", {"seed_index": s + 1, "step": 0})
             console.print(f"seed {seed}: {result.steps_per_second:.1f} env steps/s in the training phase")
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *actors)
@@ -316,7 +299,7 @@ def _actor_template(config: SACRunConfig, num_seeds: int | None = None):
 
 def _load_actor(out: Path, config: SACRunConfig, seed: int):
     params, _ = _actor_template(config)
-    return _deserialise(out / f"policy_seed{seed}.eqx", params)
+    return load_serialised(out / f"policy_seed{seed}.eqx", params)
 
 
 @dataclass
@@ -338,7 +321,7 @@ def evaluate_run(config: EvaluateConfig, console: Console | None = None) -> list
         raise ValueError(f"--episodes must be >= 1, got {config.episodes}")
     run_config = _load_config(Path(config.run_dir))
     params, static = _actor_template(run_config, run_config.num_seeds)
-    actors = eqx.combine(_deserialise(Path(config.run_dir) / "policy.eqx", params), static)
+    actors = eqx.combine(load_serialised(Path(config.run_dir) / "policy.eqx", params), static)
     if is_jax_env(run_config.env):
         jenv = make_jax_env(run_config.env)
         eval_keys = jax.random.split(jax.random.key(config.seed), run_config.num_seeds)
