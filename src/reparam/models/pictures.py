@@ -70,7 +70,7 @@ def plot_latent(means: np.ndarray, labels: np.ndarray, grid: np.ndarray, extent:
     left.set_xlabel("$z_1$")
     left.set_ylabel("$z_2$")
     left.set_title("test set: posterior means", fontsize=9)
-    right.imshow(tile(grid, image_shape, g, pad=0), cmap="gray_r", vmin=0, vmax=1, extent=(-extent, extent, -extent, extent),
+    right.imshow(tile(grid, image_shape, g), cmap="gray_r", vmin=0, vmax=1, extent=(-extent, extent, -extent, extent),
                  interpolation="nearest")
     right.set_xlabel("$z_1$")
     right.set_ylabel("$z_2$")
