@@ -47,14 +47,15 @@ TIMING = ("examples_per_s", "eval_seconds")
 
 def test_killed_run_resumes_exactly(tmp_path, estimator="reinforce"):
     """A categorical VAE trained by REINFORCE (its state carries Adam's moments, the step count and
-    the moving-average baseline), stopped after epoch 2 of 3 and resumed: the metrics and the
-    parameters equal those of the uninterrupted run."""
+    the moving-average baseline) on dynamically binarized digits (fresh pixels every batch),
+    stopped after epoch 2 of 3 and resumed: the metrics and the parameters equal those of the
+    uninterrupted run."""
     args = ["--latent", "categorical", "--estimator", estimator, "--latent-dim", "3", "--num-categories", "4",
-            "--hidden", "32", "--epochs", "3", "--eval-k", "10"]
+            "--hidden", "32", "--epochs", "3", "--eval-k", "10", "--binarize", "dynamic"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["vae", *args, "--out", str(whole)]) == 0
     config = VAERunConfig(latent="categorical", estimator=estimator, latent_dim=3, num_categories=4, hidden=(32,),
-                          epochs=3, eval_k=10, out=killed)
+                          epochs=3, eval_k=10, binarize="dynamic", out=killed)
     run(config, max_epochs=2)
     assert [r["epoch"] for r in rows_of(killed)] == [1, 2]
     assert main(["vae", "--resume", str(killed)]) == 0
