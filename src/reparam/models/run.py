@@ -31,7 +31,7 @@ class VAERunConfig:
     """Train a variational autoencoder on binarized images and score it by test log-likelihood."""
 
     latent: Literal["gaussian", "categorical"] = "gaussian"
-    """Latent variables: Gaussian (pathwise gradients) or categorical (needs --estimator)."""
+    """Latent variables: Gaussian (pathwise gradients) or categorical (trained by --estimator)."""
     dataset: str = "digits"
     """'digits' (scikit-learn's 8x8 digits, bundled) or 'mnist:PATH' (IDX folder or .npz)."""
     epochs: int = 100
