@@ -90,6 +90,9 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
 def test_resume_needs_a_run_folder_and_a_sound_checkpoint(tmp_path, capsys):
     assert main(["vae", "--resume", str(tmp_path)]) == 2
     assert "is not a run folder (no config.json)" in capsys.readouterr().out
+    (tmp_path / "config.json").write_text(json.dumps({"env": "gymnax:Pendulum-v1"}))  # a SAC run's folder
+    assert main(["vae", "--resume", str(tmp_path)]) == 2
+    assert "config.json is not a reparam vae config" in capsys.readouterr().out
     (tmp_path / "config.json").write_text(json.dumps({"epochs": 2, "hidden": [8], "out": str(tmp_path)}))
     (tmp_path / "checkpoint.json").write_text(json.dumps({"epoch": 1}))
     (tmp_path / "checkpoint.eqx").write_bytes(b"not a checkpoint")

@@ -112,7 +112,10 @@ def load_config(folder: Path) -> VAERunConfig:
         raw = json.loads((Path(folder) / "config.json").read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{folder} is not a run folder (no config.json)") from None
-    return VAERunConfig(**{**raw, "hidden": tuple(raw["hidden"]), "out": Path(folder), "resume": None})
+    try:
+        return VAERunConfig(**{**raw, "hidden": tuple(raw.get("hidden", VAERunConfig.hidden)), "out": Path(folder), "resume": None})
+    except TypeError as error:  # a field this version does not know
+        raise ValueError(f"{folder}/config.json is not a reparam vae config ({error})") from None
 
 
 def prepare_data(data: Dataset, binarize: str, key) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -40,7 +40,7 @@ def mlp(in_size: int, out_size: int, hidden: tuple[int, ...], *, key: PRNGKeyArr
         weight = noise[start: start + a * b].reshape(b, a) / math.sqrt(a)
         bias = noise[start + a * b: start + (a + 1) * b] / math.sqrt(a)
         start += (a + 1) * b
-        shape = eqx.filter_eval_shape(eqx.nn.Linear, a, b, dtype=jnp.float32, key=key)
+        shape = eqx.filter_eval_shape(eqx.nn.Linear, a, b, dtype=jnp.float32, key=key)  # structure only, no draw
         layers.append(eqx.tree_at(lambda linear: (linear.weight, linear.bias), shape, (weight, bias)))
         if i < len(sizes) - 2:
             layers.append(eqx.nn.Lambda(jnp.tanh))
