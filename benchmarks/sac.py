@@ -45,10 +45,9 @@ recorded before and after each run. Per run:
 - peak RSS of the process (`ru_maxrss`).
 
 **scaling** -- the compiled loop with K seeds vmapped (K in `--num-seeds`, default 1 8 64 256), paper
-sizes, gymnax Pendulum-v1, `eqx.filter_jit(eqx.filter_vmap(advance))` as in `compiled_run`. The
-training phase is timed: the carry first goes through the 1,000-step warm-up (one seed after the other
-with `lax.map` over the same `advance` built with a 1,000-step chunk, so that the warm-up's `lax.cond`
-stays a real branch; under `vmap` both branches run), then `--chunks` chunks of T env steps each
+sizes, gymnax Pendulum-v1, `advance` vmapped and jitted by `compiled_run` (carry donated). The
+training phase is timed: the carry first goes through the 1,000-step warm-up (a chunk of its own, timed
+as `warmup_s`; the learn/skip `lax.cond` keeps its branch under `vmap`), then `--chunks` chunks of T env steps each
 (T from `--timed-steps`, default shrinking with K because one env step costs K updates) are timed
 after an ahead-of-time compile. Each chunk ends with a 1-episode evaluation per seed (200 actor
 steps, well under 1% of a chunk's FLOPs). Reported: compile time, aggregate and per-seed env
@@ -244,13 +243,13 @@ def run_compiled(seed: int, total: int, learning_starts: int, episodes: int) -> 
     chunk_keys = [jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys) for i in range(spec.num_evals)]
     init_c = init.lower(keys).compile()
     carry = init_c(keys)
-    advance_c = advance.lower(carry, chunk_keys[0]).compile()
+    advance_c = advance.lower(carry, chunk_keys[0], jnp.int32(0)).compile()
     jax.block_until_ready(carry)
     compile_s = time.perf_counter() - start
     chunk_s, rows = [], []
-    for ck in chunk_keys:
+    for i, ck in enumerate(chunk_keys):
         t = time.perf_counter()
-        carry, metrics = advance_c(carry, ck)
+        carry, metrics = advance_c(carry, ck, jnp.int32(i))
         jax.block_until_ready((carry, metrics))
         chunk_s.append(time.perf_counter() - t)
         rows.append({k: float(np.asarray(v)[0]) for k, v in metrics.items()})
@@ -383,33 +382,32 @@ def scaling_one(args) -> None:
 
     from reparam.rl.run import compiled_run
     from reparam.rl.sac import SACConfig
-    from reparam.rl.train import RunSpec, make_train
+    from reparam.rl.train import RunSpec
 
     k, steps, ls = args.seeds_one, args.timed_steps_one, args.learning_starts
+    if ls % steps:
+        raise SystemExit("scaling: --learning-starts must be a multiple of the timed chunk length")
     config = SACConfig(learning_starts=ls)
-    env = "gymnax:Pendulum-v1"
-    # Both runs have the same total_steps, hence the same buffer capacity and carry structure.
-    warm = make_train(config, env, RunSpec(args.total_steps, ls, 1))
-    compiled, init, advance = compiled_run(config, env, RunSpec(args.total_steps, steps, 1))
+    compiled, init, advance = compiled_run(config, "gymnax:Pendulum-v1", RunSpec(args.total_steps, steps, 1))
     keys = jax.random.split(jax.random.key(0), k)
     fold = lambda i: jax.vmap(lambda key: jax.random.fold_in(key, i))(keys)
     carry = init(keys)
     t = time.perf_counter()
-    # The warm-up, one seed after the other: under vmap the loop's `lax.cond(learn, ...)` becomes a
-    # select and runs the gradient step during the warm-up too (costly at 256 seeds).
-    warm_up = jax.jit(lambda c, ks: jax.lax.map(lambda ck: warm.advance(*ck), (c, ks)))
-    carry, _ = jax.block_until_ready(warm_up(carry, fold(0)))
-    warmup_s = time.perf_counter() - t
-    t = time.perf_counter()
-    advance_c = advance.lower(carry, fold(1)).compile()
+    advance_c = advance.lower(carry, fold(0), jnp.int32(0)).compile()  # ahead of time, not in the warm-up
     compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    warm_chunks = ls // steps  # the uniform-random warm-up: no gradient steps (the cond keeps its branch)
+    for i in range(warm_chunks):
+        carry, _ = advance_c(carry, fold(i), jnp.int32(i))
+    jax.block_until_ready(carry)
+    warmup_s = time.perf_counter() - t
     mem = advance_c.compiled.memory_analysis()
     memory = {name: getattr(mem, name + "_size_in_bytes", None) / 2**20 for name in ("argument", "output", "temp", "alias")} if mem else {}
     chunk_s, finite = [], True
-    for i in range(args.chunks):
-        ck = jax.block_until_ready(fold(i + 1))
+    for i in range(warm_chunks, warm_chunks + args.chunks):
+        ck = jax.block_until_ready(fold(i))
         t = time.perf_counter()
-        carry, metrics = advance_c(carry, ck)
+        carry, metrics = advance_c(carry, ck, jnp.int32(i))
         jax.block_until_ready((carry, metrics))
         chunk_s.append(time.perf_counter() - t)
         finite &= all(bool(np.all(np.isfinite(np.asarray(v)))) for v in metrics.values())
@@ -417,7 +415,7 @@ def scaling_one(args) -> None:
                         if jnp.issubdtype(x.dtype, jnp.floating))
     median = statistics.median(chunk_s)
     result = dict(num_seeds=k, timed_steps_per_chunk=steps, chunks=args.chunks, chunk_s=chunk_s,
-                  steps_timed_per_seed=steps * args.chunks, first_step=int(np.asarray(carry.step)[0]) - steps * args.chunks + 1,
+                  steps_timed_per_seed=steps * args.chunks, first_step=ls + 1,
                   aggregate_steps_per_second=k * steps / median, per_seed_steps_per_second=steps / median,
                   best_aggregate_steps_per_second=k * steps / min(chunk_s), warmup_s=warmup_s, compile_s=compile_s,
                   xla_memory_mib=memory, peak_rss_mib=peak_rss_mib(), metrics_finite=finite, params_finite=params_finite,
@@ -610,22 +608,24 @@ def diagnose(args) -> None:
     keys = jax.random.split(jax.random.key(0), 1)
     key0 = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
     unbatch = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    chunk = jnp.int32(0)
     for name, fn, batched in (("vmapped over 1 seed (reparam sac)", advance, True),
                               ("not vmapped", eqx.filter_jit(compiled.advance), False)):
         prepare = (lambda: (init(keys), jnp.array(key0, copy=True))) if batched else (
             lambda: (unbatch(init(keys)), jnp.array(key0[0], copy=True)))
-        fn_c = fn.lower(*prepare()).compile()
+        fn_c = fn.lower(*prepare(), chunk).compile()
         for _ in range(args.repeats):
             carry, key = jax.block_until_ready(prepare())
             t = time.perf_counter()
-            jax.block_until_ready(fn_c(carry, key))
+            jax.block_until_ready(fn_c(carry, key, jnp.int32(0)))  # donated: a fresh chunk index
             print(f"warm-up chunk ({ls} uniform-random steps, 1 gradient step, 10-episode evaluation), {name}: "
                   f"{time.perf_counter() - t:.2f} s", flush=True)
     keys = jax.random.split(jax.random.key(0), args.seeds_memory)
     carry, key = init(keys), jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     for donate in ("all-except-first", "all"):
-        m = eqx.filter_jit(eqx.filter_vmap(compiled.advance), donate=donate).lower(carry, key).compile().compiled.memory_analysis()
-        print(f"{args.seeds_memory} seeds, donate={donate!r} ({'as compiled_run' if donate != 'all' else 'carry donated'}): "
+        vmapped = eqx.filter_vmap(compiled.advance, in_axes=(0, 0, None))
+        m = eqx.filter_jit(vmapped, donate=donate).lower(carry, key, chunk).compile().compiled.memory_analysis()
+        print(f"{args.seeds_memory} seeds, donate={donate!r} ({'carry donated, as compiled_run' if donate == 'all' else 'carry not donated'}): "
               f"XLA plans arguments {m.argument_size_in_bytes / 2**20:.0f} MiB, outputs {m.output_size_in_bytes / 2**20:.0f}, "
               f"aliased {m.alias_size_in_bytes / 2**20:.0f}, temporaries {m.temp_size_in_bytes / 2**20:.0f}", flush=True)
 

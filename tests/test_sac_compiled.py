@@ -48,6 +48,28 @@ def test_bad_environment_and_sizes():
         make_train(SMALL, "gymnax:Pendulum-v1", RunSpec(100, 500, 1))
 
 
+def test_warm_up_skips_gradient_steps_under_vmap():
+    """The learn/skip decision depends on the shared step number only, so vmapping over seeds keeps
+    it a `cond` (a per-seed predicate becomes a `select` that computes the update on every step)."""
+    run = make_train(SMALL, "gymnax:Pendulum-v1", RunSpec(total_steps=1000, eval_every=500, eval_episodes=1))
+    keys = jax.random.split(jax.random.key(0), 3)
+    carry = jax.vmap(run.init)(keys)
+    jaxpr = str(jax.make_jaxpr(jax.vmap(run.advance, in_axes=(0, 0, None)))(carry, keys, np.int32(0)))
+    assert " cond[" in jaxpr
+
+
+def test_compiled_run_donates_the_carry():
+    """`reparam sac`'s jitted step replaces the carry (buffers and agents of every seed) in place."""
+    from reparam.rl.run import compiled_run
+
+    compiled, init, advance = compiled_run(SACConfig(hidden_sizes=(8, 8), batch_size=8, learning_starts=20),
+                                           "gymnax:Pendulum-v1", RunSpec(40, 20, 1))
+    keys = jax.random.split(jax.random.key(1), 2)
+    carry = init(keys)
+    new, _ = advance(carry, keys, np.int32(0))
+    assert carry.buffer.data.obs.is_deleted() and not new.buffer.data.obs.is_deleted()
+
+
 TINY = ["--env", "gymnax:Pendulum-v1", "--total-steps", "600", "--eval-every", "200", "--eval-episodes", "2",
         "--num-seeds", "2", "--sac.hidden-sizes", "16", "16", "--sac.batch-size", "16", "--sac.learning-starts", "100"]
 

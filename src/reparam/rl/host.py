@@ -30,9 +30,11 @@ from .sac import ActionBounds, Actor, SACConfig, SACState, init_sac, policy, upd
 
 SUPPORTED_EXAMPLES = ("Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5")
 EVAL_SEED_OFFSET = 1_000_003
-"""The evaluation environments are seeded `seed + EVAL_SEED_OFFSET` (disjoint from training)."""
+"""Run `seed` trains on environments seeded `seed * num_envs + i` and evaluates on ones seeded
+`EVAL_SEED_OFFSET + seed * eval_episodes + i`: no two runs (seeds) share an episode seed, and the
+evaluation episodes are disjoint from training ones (for seeds below `EVAL_SEED_OFFSET / num_envs`)."""
 RESUME_SEED_STRIDE = 7_919
-"""A resumed run resets its environments with `seed + RESUME_SEED_STRIDE * vector_steps_done`."""
+"""A resumed run resets its environments with `seed * num_envs + RESUME_SEED_STRIDE * vector_steps_done`."""
 TRAIN_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_target")
 
 
@@ -208,7 +210,7 @@ class HostCheckpoint(NamedTuple):
 
     Not in it: the Gymnasium environments' own state (a MuJoCo simulator or an env's private RNG
     cannot be saved portably), so a resumed run starts new episodes, reset with
-    `seed + RESUME_SEED_STRIDE * vector_step`: the agent, buffer and keys continue exactly, the
+    `seed * num_envs + RESUME_SEED_STRIDE * vector_step`: the agent, buffer and keys continue exactly, the
     trajectories from there on differ from an uninterrupted run's.
     """
 
@@ -283,8 +285,8 @@ def train_host(
     for name, value in dict(total_steps=total_steps, eval_every=eval_every, eval_episodes=eval_episodes).items():
         if value < 1:
             raise ValueError(f"train_host: {name} must be >= 1, got {value}")
-    env, obs = make_gym_env(env_id, num_envs, seed)
-    eval_env, _ = make_gym_env(env_id, eval_episodes, seed + EVAL_SEED_OFFSET)
+    env, obs = make_gym_env(env_id, num_envs, seed * num_envs)
+    eval_env, _ = make_gym_env(env_id, eval_episodes, EVAL_SEED_OFFSET + seed * eval_episodes)
     try:
         return _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, progress, on_checkpoint,
                      restore)
@@ -314,7 +316,7 @@ def _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, pr
         saved = restore(HostCheckpoint(params, buffer, jax.random.key_data(key), jnp.zeros((), jnp.int32), last_train))
         params, buffer, last_train = _distinct_buffers((saved.params, saved.buffer, saved.last_train))
         key, done_steps = jax.random.wrap_key_data(saved.key_data), int(saved.vector_step)
-        obs = np.asarray(env.reset(seed=seed + RESUME_SEED_STRIDE * done_steps)[0], np.float32)
+        obs = np.asarray(env.reset(seed=seed * n + RESUME_SEED_STRIDE * done_steps)[0], np.float32)
 
     history, clock = [], _Clock()
     episode_return, finished_returns = np.zeros(n), []

@@ -72,7 +72,8 @@ def compiled_run(sac: SACConfig, env: str, spec: RunSpec):
     same settings in one process (a resume, a notebook, the tests) compile once."""
     compiled = make_train(sac, env, spec)
     init = eqx.filter_jit(eqx.filter_vmap(compiled.init))
-    advance = eqx.filter_jit(eqx.filter_vmap(compiled.advance), donate="all-except-first")
+    # The carry (replay buffers and agents of every seed) is donated: XLA updates it in place.
+    advance = eqx.filter_jit(eqx.filter_vmap(compiled.advance, in_axes=(0, 0, None)), donate="all")
     return compiled, init, advance
 
 
@@ -154,7 +155,7 @@ def run(config: SACRunConfig, console: Console | None = None, *, max_chunks: int
         for chunk in range(start, spec.num_evals if max_chunks is None else min(spec.num_evals, max_chunks)):
             begun = time.perf_counter()
             chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, chunk))(keys)
-            carry, metrics = advance(carry, chunk_keys)
+            carry, metrics = advance(carry, chunk_keys, jnp.asarray(chunk, jnp.int32))
             new = _rows(metrics, config.seed)
             if any(not np.isfinite(r["eval_return"]) or not np.isfinite(r["critic_loss"]) for r in new):
                 raise FloatingPointError(f"a seed produced a non-finite value at step {new[0]['step']}: {new}")

@@ -39,7 +39,6 @@ class Carry(NamedTuple):
     buffer: ReplayBuffer
     env_state: object
     obs: Array
-    step: Array
     last: dict  # latest training metrics
 
 
@@ -63,10 +62,11 @@ def evaluate(actor, jenv: JaxEnv, key: PRNGKeyArray, episodes: int) -> Array:
 
 
 class CompiledRun(NamedTuple):
-    """A compiled SAC run in pieces: `init(key) -> carry`, `advance(carry, key) -> (carry, metrics)`
-    (one evaluation chunk of `eval_every` steps), and `train(key)`, the whole run in one scan. Chunk
-    `i` uses `fold_in(key, i)`, so a run advanced chunk by chunk (with checkpoints between chunks)
-    reproduces `train(key)` exactly."""
+    """A compiled SAC run in pieces: `init(key) -> carry`, `advance(carry, key, chunk) -> (carry,
+    metrics)` (evaluation chunk `chunk`, `eval_every` steps), and `train(key)`, the whole run in one
+    scan. Chunk `i` uses `fold_in(key, i)`, so a run advanced chunk by chunk (with checkpoints between
+    chunks) reproduces `train(key)` exactly. To run seeds at once, vmap `init` and `train` over keys
+    and `advance` over `(carry, key)` with the chunk index shared (`in_axes=(0, 0, None)`)."""
 
     init: Callable
     advance: Callable
@@ -99,22 +99,25 @@ def make_train(config: SACConfig, env_name: str, spec: RunSpec) -> CompiledRun:
         sac, metrics = jax.lax.scan(one, sac, jax.random.split(key, config.gradient_steps))
         return sac, jax.tree_util.tree_map(lambda m: m[-1], metrics)
 
-    def env_step(carry: Carry, key: PRNGKeyArray) -> tuple[Carry, None]:
+    def env_step(carry: Carry, step_and_key: tuple[Array, PRNGKeyArray]) -> tuple[Carry, None]:
+        # `step` (1-based) is not per seed: it comes from the chunk index, never from the carry, so
+        # under `vmap` over seeds the `lax.cond` below stays a branch (a per-seed predicate would
+        # turn it into a select that runs the gradient steps during the warm-up too).
+        step, key = step_and_key
         k_random, k_act, k_env, k_train = jax.random.split(key, 4)
         actor = eqx.combine(carry.sac, static).actor
         explore = jax.random.uniform(k_random, (action_dim,), jnp.float32, bounds.low, bounds.high)
         act = policy(actor, carry.obs[None], bounds).sample(k_act)[0]
-        action = jnp.where(carry.step < config.learning_starts, explore, act)  # uniform warm-up
+        action = jnp.where(step <= config.learning_starts, explore, act)  # uniform warm-up
         obs, env_state, reward, terminated, _, info = env.step(k_env, carry.env_state, action, params)
         # next_obs is the true last observation of a finished episode (gymnax auto-resets `obs`);
         # only a termination stops the bootstrap, a time-limit truncation does not.
         transition = Transition(carry.obs, action, reward.astype(jnp.float32),
                                 info["final_observation"].astype(jnp.float32), terminated.astype(jnp.float32))
         buffer = add(carry.buffer, transition)
-        step = carry.step + 1
         learn = (step >= config.learning_starts) & (step % config.train_freq == 0)
         sac, last = jax.lax.cond(learn, lambda: gradient_steps(carry.sac, buffer, k_train), lambda: (carry.sac, carry.last))
-        return Carry(sac, buffer, env_state, obs.astype(jnp.float32), step, last), None
+        return Carry(sac, buffer, env_state, obs.astype(jnp.float32), last), None
 
     def init(key: PRNGKeyArray) -> Carry:
         k_init, k_reset = jax.random.split(jax.random.fold_in(key, INIT_STREAM))
@@ -124,17 +127,21 @@ def make_train(config: SACConfig, env_name: str, spec: RunSpec) -> CompiledRun:
         zero = jnp.zeros((), jnp.float32)
         example = Transition(obs, jnp.zeros(action_dim, jnp.float32), zero, obs, zero)
         last = {name: zero for name in METRICS}
-        return Carry(sac, init_buffer(example, capacity), env_state, obs, jnp.zeros((), jnp.int32), last)
+        return Carry(sac, init_buffer(example, capacity), env_state, obs, last)
 
-    def advance(carry: Carry, key: PRNGKeyArray) -> tuple[Carry, dict]:
+    def advance(carry: Carry, key: PRNGKeyArray, chunk: Array) -> tuple[Carry, dict]:
+        """Chunk `chunk` (0-based, shared by all seeds: vmap with `in_axes=None` for it): steps
+        `chunk * eval_every + 1 ... (chunk + 1) * eval_every`, then an evaluation."""
         k_steps, k_eval = jax.random.split(key)
-        carry, _ = jax.lax.scan(env_step, carry, jax.random.split(k_steps, spec.eval_every))
+        steps = chunk * spec.eval_every + 1 + jnp.arange(spec.eval_every, dtype=jnp.int32)
+        carry, _ = jax.lax.scan(env_step, carry, (steps, jax.random.split(k_steps, spec.eval_every)))
         eval_return = evaluate(eqx.combine(carry.sac, static).actor, jenv, k_eval, spec.eval_episodes)
-        return carry, dict(step=carry.step, eval_return=eval_return, **carry.last)
+        return carry, dict(step=steps[-1], eval_return=eval_return, **carry.last)
 
     def train(key: PRNGKeyArray) -> tuple[SACState, dict]:
-        chunk_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(spec.num_evals))
-        carry, metrics = jax.lax.scan(advance, init(key), chunk_keys)
+        chunks = jnp.arange(spec.num_evals, dtype=jnp.int32)
+        chunk_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(chunks)
+        carry, metrics = jax.lax.scan(lambda c, xs: advance(c, *xs), init(key), (chunk_keys, chunks))
         return eqx.combine(carry.sac, static), metrics
 
     return CompiledRun(init, advance, train, static, spec)
