@@ -2,9 +2,16 @@
 promotion so a stray float64 constant cannot leak into a float32 computation unnoticed, and
 derandomized hypothesis so CI is reproducible."""
 
-import jax
-import pytest
-from hypothesis import HealthCheck, settings
+import os
+
+# XLA's CPU backend without its LLVM optimisation passes: programs compile about five times faster
+# and most tests here are dominated by compiling small programs. Numerics are unchanged (no
+# fast-math either way); only the generated code is less optimised. Set before JAX starts.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -1,11 +1,15 @@
-"""Models built on reparam: exact-likelihood baselines (and the VAEs that are compared with them)."""
+"""Models built on reparam: Gaussian and categorical VAEs, and the exact-likelihood baselines they
+are compared with."""
 
 from .baselines import (
     BernoulliMixture, fit_bernoulli_mixture, fit_independent_bernoulli, init_bernoulli_mixture, log_likelihood,
     map_objective, mixture_log_likelihood, run_em,
 )
+from .categorical_vae import CategoricalVAE, reinforce_objective, relaxed_objective, temperature
+from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 __all__ = [
-    "BernoulliMixture", "fit_bernoulli_mixture", "fit_independent_bernoulli", "init_bernoulli_mixture",
-    "log_likelihood", "map_objective", "mixture_log_likelihood", "run_em",
+    "BernoulliMixture", "CategoricalVAE", "GaussianVAE", "elbo", "estimate_log_likelihood", "fit_bernoulli_mixture",
+    "fit_independent_bernoulli", "init_bernoulli_mixture", "iwae_bound", "log_likelihood", "log_weights",
+    "map_objective", "mixture_log_likelihood", "reinforce_objective", "relaxed_objective", "run_em", "temperature",
 ]

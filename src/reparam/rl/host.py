@@ -305,7 +305,7 @@ def _loop(env, eval_env, obs, config, total_steps, seed, eval_every, on_eval, pr
     space = env.single_action_space
     key, k_init = jax.random.split(jax.random.key(seed))
     # init_sac's target critic *is* the critic (shared arrays), which a donated call rejects.
-    state = _distinct_buffers(init_sac(k_init, obs.shape[-1], space.shape[0], config))
+    state = _distinct_buffers(eqx.filter_jit(init_sac)(k_init, obs.shape[-1], space.shape[0], config))
     params, static = eqx.partition(state, eqx.is_array)
     kernels = make_kernels(static, config, _floats(space.low), _floats(space.high))
     zero_action = np.zeros(space.shape, np.float32)

@@ -64,6 +64,10 @@ class SACRunConfig:
             raise ValueError(f"unknown JAX-native environment {self.env!r}; supported: {', '.join(JAX_ENVS)}, brax:<name>")
         if self.num_envs < 1:
             raise ValueError(f"--num-envs must be >= 1, got {self.num_envs}")
+        if not is_jax_env(self.env):  # an unknown id or a discrete action space fails here, before any output
+            from .host import make_gym_env
+
+            make_gym_env(self.env, 1, 0)[0].close()
 
 
 @functools.lru_cache(maxsize=8)

@@ -87,7 +87,9 @@ def make_train(config: SACConfig, env_name: str, spec: RunSpec) -> CompiledRun:
     env, params, bounds = jenv.env, jenv.params, jenv.bounds
     action_dim = bounds.low.shape[0]
     capacity = min(config.buffer_size, spec.total_steps)  # never more rows than the run can fill
-    _, static = eqx.partition(init_sac(jax.random.key(0), jenv.obs_dim, action_dim, config), eqx.is_array)
+    # The networks' non-array part (activations, sizes), read off an abstract init: nothing runs.
+    shapes = eqx.filter_eval_shape(init_sac, jax.random.key(0), jenv.obs_dim, action_dim, config)
+    _, static = eqx.partition(shapes, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
 
     def gradient_steps(sac: SACState, buffer: ReplayBuffer, key: PRNGKeyArray):
         def one(sac, k):
