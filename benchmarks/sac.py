@@ -46,8 +46,8 @@ recorded before and after each run. Per run:
 
 **scaling** -- the compiled loop with K seeds vmapped (K in `--num-seeds`, default 1 8 64 256), paper
 sizes, gymnax Pendulum-v1, `advance` vmapped and jitted by `compiled_run` (carry donated). The
-training phase is timed: the carry first goes through the 1,000-step warm-up (a chunk of its own, timed
-as `warmup_s`; the learn/skip `lax.cond` keeps its branch under `vmap`), then `--chunks` chunks of T env steps each
+training phase is timed: the carry first goes through the 1,000-step warm-up (one vmapped chunk of 1,000 steps,
+timed with its compilation as `warmup_s`; the learn/skip `lax.cond` keeps its branch under `vmap`), then `--chunks` chunks of T env steps each
 (T from `--timed-steps`, default shrinking with K because one env step costs K updates) are timed
 after an ahead-of-time compile. Each chunk ends with a 1-episode evaluation per seed (200 actor
 steps, well under 1% of a chunk's FLOPs). Reported: compile time, aggregate and per-seed env
@@ -385,22 +385,23 @@ def scaling_one(args) -> None:
     from reparam.rl.train import RunSpec
 
     k, steps, ls = args.seeds_one, args.timed_steps_one, args.learning_starts
-    if ls % steps:
-        raise SystemExit("scaling: --learning-starts must be a multiple of the timed chunk length")
     config = SACConfig(learning_starts=ls)
+    # Same total_steps, hence the same buffer capacity and carry: the warm-up runs as one chunk of
+    # `ls` steps (no gradient steps: the learn/skip cond keeps its branch under vmap), its compile
+    # included in warmup_s; the timed chunks start at the first whole chunk after it.
+    _, _, warm_advance = compiled_run(config, "gymnax:Pendulum-v1", RunSpec(args.total_steps, ls, 1))
     compiled, init, advance = compiled_run(config, "gymnax:Pendulum-v1", RunSpec(args.total_steps, steps, 1))
     keys = jax.random.split(jax.random.key(0), k)
     fold = lambda i: jax.vmap(lambda key: jax.random.fold_in(key, i))(keys)
     carry = init(keys)
     t = time.perf_counter()
-    advance_c = advance.lower(carry, fold(0), jnp.int32(0)).compile()  # ahead of time, not in the warm-up
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    warm_chunks = ls // steps  # the uniform-random warm-up: no gradient steps (the cond keeps its branch)
-    for i in range(warm_chunks):
-        carry, _ = advance_c(carry, fold(i), jnp.int32(i))
+    carry, _ = warm_advance(carry, fold(0), jnp.int32(0))
     jax.block_until_ready(carry)
     warmup_s = time.perf_counter() - t
+    warm_chunks = -(-ls // steps)
+    t = time.perf_counter()
+    advance_c = advance.lower(carry, fold(warm_chunks), jnp.int32(warm_chunks)).compile()  # ahead of time
+    compile_s = time.perf_counter() - t
     mem = advance_c.compiled.memory_analysis()
     memory = {name: getattr(mem, name + "_size_in_bytes", None) / 2**20 for name in ("argument", "output", "temp", "alias")} if mem else {}
     chunk_s, finite = [], True
@@ -415,7 +416,7 @@ def scaling_one(args) -> None:
                         if jnp.issubdtype(x.dtype, jnp.floating))
     median = statistics.median(chunk_s)
     result = dict(num_seeds=k, timed_steps_per_chunk=steps, chunks=args.chunks, chunk_s=chunk_s,
-                  steps_timed_per_seed=steps * args.chunks, first_step=ls + 1,
+                  steps_timed_per_seed=steps * args.chunks, first_step=warm_chunks * steps + 1,
                   aggregate_steps_per_second=k * steps / median, per_seed_steps_per_second=steps / median,
                   best_aggregate_steps_per_second=k * steps / min(chunk_s), warmup_s=warmup_s, compile_s=compile_s,
                   xla_memory_mib=memory, peak_rss_mib=peak_rss_mib(), metrics_finite=finite, params_finite=params_finite,
