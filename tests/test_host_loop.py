@@ -231,3 +231,27 @@ def test_cli_host_loop_run_folder_resume_and_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(killed), "--episodes", "2"]) == 0
     assert "Pendulum-v1: mean return over 2 episodes per seed" in capsys.readouterr().out
+
+
+def test_runs_with_different_seeds_share_no_episode_seed(monkeypatch):
+    """Training and evaluation environments of seeds 0-3 (2 envs, 5 evaluation episodes each) are
+    reset with pairwise disjoint seed ranges (consecutive seeds used to share most of them)."""
+    import reparam.rl.host as host
+
+    opened = []
+
+    class Opened(Exception):
+        pass
+
+    def record(env_id, num_envs, seed):
+        opened.append(range(seed, seed + num_envs))
+        if len(opened) % 2 == 0:  # training and evaluation envs made: stop before any work
+            raise Opened
+        return None, None
+
+    monkeypatch.setattr(host, "make_gym_env", record)
+    for seed in range(4):
+        with pytest.raises(Opened):
+            train_host("Pendulum-v1", TINY, 100, seed, num_envs=2, eval_episodes=5)
+    used = [s for r in opened for s in r]
+    assert len(opened) == 8 and len(used) == len(set(used)) == 4 * (2 + 5)
