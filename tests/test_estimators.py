@@ -13,7 +13,7 @@ import pytest
 import reparam as rp
 from reparam.estimators import (
     gumbel_softmax, measure, measure_valued, moving_average_baseline, pathwise, score_function,
-    score_function_control_variate, score_function_loo, straight_through,
+    score_function_control_variate, score_function_loo, straight_through_gumbel,
 )
 from reparam.estimators import problems as P
 from reparam.estimators.variance import repeated_estimates
@@ -60,7 +60,7 @@ def test_score_function_unbiased_on_discrete_problems(problem, estimator):
     assert_unbiased(estimates_of(UNBIASED[estimator], problem, 4), problem.exact_grad(problem.params))
 
 
-@pytest.mark.parametrize("relaxed", [gumbel_softmax, straight_through], ids=["gumbel", "st-gumbel"])
+@pytest.mark.parametrize("relaxed", [gumbel_softmax, straight_through_gumbel], ids=["gumbel", "st-gumbel"])
 def test_relaxed_estimators_are_biased_and_the_bias_shrinks_with_temperature(relaxed):
     problem = P.categorical(logits=jnp.array([0.5, -0.2, 0.0, 1.0]))
     exact = np.asarray(problem.exact_grad(problem.params))

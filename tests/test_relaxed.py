@@ -20,7 +20,7 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 
-from reparam.distributions import RelaxedBernoulli, RelaxedOneHotCategorical, straight_through
+from reparam.distributions import RelaxedBernoulli, RelaxedOneHotCategorical, hard_forward_soft_gradient
 
 
 
@@ -322,10 +322,10 @@ def test_relaxed_one_hot_masked_category_log_prob():
 def test_straight_through_helper():
     soft = jnp.array([0.2, 0.7, 0.1])
     hard = jnp.array([0.0, 1.0, 0.0])
-    np.testing.assert_array_equal(straight_through(soft, hard), hard)
+    np.testing.assert_array_equal(hard_forward_soft_gradient(soft, hard), hard)
     w = jnp.array([1.0, 2.0, 3.0])
     # the gradient is that of `soft`: d/ds sum(w * st(s, hard)) = w
-    np.testing.assert_array_equal(jax.grad(lambda s: jnp.sum(w * straight_through(s, hard)))(soft), w)
+    np.testing.assert_array_equal(jax.grad(lambda s: jnp.sum(w * hard_forward_soft_gradient(s, hard)))(soft), w)
 
 
 def test_straight_through_one_hot_values_are_exact(dtype):

@@ -15,6 +15,11 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 
+def sum_rightmost(x: Array, ndims: int) -> Array:
+    """Sum the last `ndims` axes of `x` (`x` itself when `ndims == 0`)."""
+    return jnp.sum(x, axis=tuple(range(-ndims, 0))) if ndims > 0 else x
+
+
 class Bijector(eqx.Module):
     event_ndims: ClassVar[int] = 0
     range_point: ClassVar[float] = 0.0

@@ -6,12 +6,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-from .base import Bijector
-
-
-def sum_rightmost(x, ndims: int):
-    """Sum the last `ndims` axes of `x`."""
-    return jnp.sum(x, axis=tuple(range(-ndims, 0))) if ndims > 0 else x
+from .base import Bijector, sum_rightmost
 
 
 class Chain(Bijector):

@@ -13,7 +13,7 @@ from .logistic import Logistic
 from .lognormal import LogNormal
 from .multivariate_normal import MultivariateNormal, MultivariateNormalDiag
 from .normal import Normal
-from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical, straight_through
+from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical, hard_forward_soft_gradient
 from .squashed import TanhNormal
 from .transformed import Independent, Transformed
 from .uniform import Uniform
@@ -23,5 +23,5 @@ __all__ = [
     "Independent", "Laplace", "LocationScale", "LogNormal", "Logistic", "MultivariateNormal",
     "MultivariateNormalDiag", "Normal", "NotReparameterizedError", "OneHotCategorical", "RelaxedBernoulli",
     "RelaxedOneHotCategorical", "TanhNormal", "Transformed", "Uniform", "kl_divergence",
-    "monte_carlo_kl", "register_kl", "straight_through",
+    "monte_carlo_kl", "register_kl", "hard_forward_soft_gradient",
 ]

@@ -11,6 +11,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import digamma, gammaln
 from jaxtyping import Array, PRNGKeyArray
 
+from ..bijectors.base import sum_rightmost
 from .base import Distribution, log_beta
 from .beta import Beta
 from .categorical import Bernoulli, Categorical
@@ -102,9 +103,7 @@ def _kl_independent(p: Independent, q: Independent) -> Array:
             "kl_divergence: Independent distributions reinterpret different numbers of batch axes "
             f"({p.reinterpreted_batch_ndims} and {q.reinterpreted_batch_ndims})"
         )
-    inner = kl_divergence(p.distribution, q.distribution)
-    n = p.reinterpreted_batch_ndims
-    return jnp.sum(inner, axis=tuple(range(-n, 0))) if n else inner
+    return sum_rightmost(kl_divergence(p.distribution, q.distribution), p.reinterpreted_batch_ndims)
 
 
 @register_kl(Laplace, Laplace)

@@ -21,7 +21,7 @@ from .logistic import Logistic
 from .transformed import Transformed
 
 
-def straight_through(soft: Array, hard: Array) -> Array:
+def hard_forward_soft_gradient(soft: Array, hard: Array) -> Array:
     """Forward value `hard`, gradient that of `soft`: `soft + stop_gradient(hard - soft)`."""
     return soft + jax.lax.stop_gradient(hard - soft)
 
@@ -71,7 +71,7 @@ class RelaxedOneHotCategorical(Distribution):
         return jax.nn.log_softmax((self.logits + gumbel) / self.temperature[..., None], axis=-1)
 
     def _finish(self, soft: Array) -> Array:
-        return straight_through(soft, one_hot_argmax(soft)) if self.straight_through else soft
+        return hard_forward_soft_gradient(soft, one_hot_argmax(soft)) if self.straight_through else soft
 
     def _draw(self, key, sample_shape):
         return self._finish(jnp.exp(self._draw_log(key, sample_shape)))
@@ -124,7 +124,7 @@ class RelaxedBernoulli(Transformed):
         return self.base.loc / self.base.scale
 
     def _finish(self, soft: Array) -> Array:
-        return straight_through(soft, jnp.round(soft)) if self.straight_through else soft
+        return hard_forward_soft_gradient(soft, jnp.round(soft)) if self.straight_through else soft
 
     def _draw(self, key, sample_shape):
         return self._finish(super()._draw(key, sample_shape))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..bijectors.base import Bijector
-from ..bijectors.chain import sum_rightmost
+from ..bijectors.base import sum_rightmost
 from .base import Distribution, Shape, where_supported
 
 

@@ -5,7 +5,7 @@
 
 from .measure_valued import measure_valued
 from .pathwise import pathwise
-from .relaxed import gumbel_softmax, straight_through
+from .gumbel_softmax import gumbel_softmax, straight_through_gumbel
 from .score_function import (
     MovingAverageState,
     StatefulEstimator,
@@ -19,5 +19,5 @@ from .variance import Measurement, Statistics, measure
 __all__ = [
     "Measurement", "MovingAverageState", "StatefulEstimator", "Statistics", "gumbel_softmax", "measure",
     "measure_valued", "moving_average_baseline", "pathwise", "score_function",
-    "score_function_control_variate", "score_function_loo", "straight_through",
+    "score_function_control_variate", "score_function_loo", "straight_through_gumbel",
 ]

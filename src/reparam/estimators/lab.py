@@ -19,7 +19,7 @@ from ..runs import start_run, write_csv, write_json
 from . import problems as P
 from .measure_valued import measure_valued
 from .pathwise import pathwise
-from .relaxed import gumbel_softmax, straight_through
+from .gumbel_softmax import gumbel_softmax, straight_through_gumbel
 from .score_function import moving_average_baseline, score_function, score_function_control_variate, score_function_loo
 from .variance import measure, repeated_estimates, summarize
 
@@ -151,7 +151,7 @@ def make_estimator(name: str, temperature):
         "score-rloo": score_function_loo, "score-cv": score_function_control_variate,
         "measure-valued": measure_valued,
         "gumbel": functools.partial(gumbel_softmax, temperature=temperature),
-        "st-gumbel": functools.partial(straight_through, temperature=temperature),
+        "st-gumbel": functools.partial(straight_through_gumbel, temperature=temperature),
     }[name]
 
 

@@ -43,6 +43,6 @@ def gumbel_softmax(f, dist_fn, params, key, num_samples: int, *, temperature: fl
     return _relaxed(f, dist_fn, params, key, num_samples, temperature, straight_through=False)
 
 
-def straight_through(f, dist_fn, params, key, num_samples: int, *, temperature: float = 1.0):
+def straight_through_gumbel(f, dist_fn, params, key, num_samples: int, *, temperature: float = 1.0):
     """Straight-through Gumbel-Softmax: `f` at the one-hot sample, the relaxed sample's gradient."""
     return _relaxed(f, dist_fn, params, key, num_samples, temperature, straight_through=True)
