@@ -275,10 +275,10 @@ def random_conditioner(dim, seed, dtype, scale=0.5):
         return leaf
 
     cond = jax.tree_util.tree_map(fill, skeleton, is_leaf=lambda v: isinstance(v, jax.ShapeDtypeStruct))
-    last = cond.mlp.layers[-1]
+    last = cond.net.layers[-1]
     w = jnp.asarray((scale * rng.standard_normal(last.weight.shape)).astype(dtype))
     b = jnp.asarray((scale * rng.standard_normal(last.bias.shape)).astype(dtype))
-    return eqx.tree_at(lambda c: (c.mlp.layers[-1].weight, c.mlp.layers[-1].bias), cond, (w, b))
+    return eqx.tree_at(lambda c: (c.net.layers[-1].weight, c.net.layers[-1].bias), cond, (w, b))
 
 
 def trivial_conditioner(v):
@@ -374,9 +374,9 @@ def fresh_mlp(dim):
 
 def test_fresh_coupling_mlp_is_identity(dtype):
     cond = cast_tree(fresh_mlp(4), dtype)
-    last = cond.mlp.layers[-1]
+    last = cond.net.layers[-1]
     assert not np.any(last.weight) and not np.any(last.bias)
-    assert np.any(cond.mlp.layers[0].weight)  # only the last layer starts at zero
+    assert np.any(cond.net.layers[0].weight)  # only the last layer starts at zero
     bij = MaskedCoupling(MASK, cond)
     x = normal_draws((64, 4), 9, dtype)
     y, ldj = forward_and_log_det(bij, x)

@@ -15,34 +15,26 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from ..nn import mlp, over_leading_axes
 from .base import Bijector
 
 Conditioner = Callable[[Array], tuple[Array, Array]]
-
-
-def _over_leading_axes(fn: Callable, x: Array):
-    """Apply a function of one vector to every vector along the last axis of `x`."""
-    flat = x.reshape((-1, x.shape[-1]))
-    out = jax.vmap(fn)(flat)
-    return jax.tree_util.tree_map(lambda o: o.reshape(x.shape[:-1] + o.shape[1:]), out)
 
 
 class CouplingMLP(eqx.Module):
     """Conditioner `x_masked -> (shift, log_scale)`: an MLP whose last layer starts at zero (the
     coupling starts as the identity) and whose `log_scale` is bounded to (-bound, bound) by tanh."""
 
-    mlp: eqx.nn.MLP
+    net: eqx.nn.Sequential
     bound: float = eqx.field(static=True)
 
     def __init__(self, dim: int, width: int, depth: int, *, key: PRNGKeyArray, bound: float = 3.0):
-        mlp = eqx.nn.MLP(dim, 2 * dim, width, depth, activation=jax.nn.relu, key=key)
-        last = mlp.layers[-1]
-        last = eqx.tree_at(lambda l: (l.weight, l.bias), last, (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
-        self.mlp = eqx.tree_at(lambda m: m.layers[-1], mlp, last)
+        self.net = mlp(dim, 2 * dim, (width,) * depth, activation=jax.nn.relu, zero_output=True, key=key)
         self.bound = bound
 
     def __call__(self, x: Array) -> tuple[Array, Array]:
-        shift, raw = jnp.split(self.mlp(x), 2)
+        """`x` `(dim,)` (masked) -> `(shift, log_scale)`, each `(dim,)`."""
+        shift, raw = jnp.split(self.net(x), 2)
         return shift, self.bound * jnp.tanh(raw / self.bound)
 
 
@@ -62,7 +54,7 @@ class MaskedCoupling(Bijector):
 
     def _params(self, x: Array) -> tuple[Array, Array]:
         kept = jnp.where(self.mask, x, 0.0)
-        shift, log_scale = _over_leading_axes(self.conditioner, kept)
+        shift, log_scale = over_leading_axes(self.conditioner, kept)
         free = ~self.mask
         return jnp.where(free, shift, 0.0), jnp.where(free, log_scale, 0.0)
 

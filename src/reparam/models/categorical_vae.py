@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from ..distributions import Independent, OneHotCategorical, RelaxedOneHotCategorical, kl_divergence
-from .vae import Decoder, Likelihood, batched, mlp
+from ..nn import mlp, over_leading_axes
+from .vae import Decoder, Likelihood
 
 Estimator = Literal["gumbel", "st-gumbel", "reinforce"]
 
@@ -36,13 +37,13 @@ class CategoricalVAE(eqx.Module):
             raise ValueError(f"CategoricalVAE: need num_latents >= 1 and num_categories >= 2, got {num_latents} and {num_categories}")
         k_enc, k_dec = jax.random.split(key)
         size = num_latents * num_categories
-        self.encoder = mlp(data_dim, size, hidden, key=k_enc)
+        self.encoder = mlp(data_dim, size, hidden, activation=jnp.tanh, key=k_enc)
         self.decoder = Decoder(size, data_dim, tuple(reversed(hidden)), likelihood, key=k_dec)
         self.num_latents, self.num_categories = num_latents, num_categories
 
     def logits(self, x: Array) -> Array:
         """x `(B, D)` -> `(B, N, K)`."""
-        return batched(self.encoder, x).reshape(x.shape[:-1] + (self.num_latents, self.num_categories))
+        return over_leading_axes(self.encoder, x).reshape(x.shape[:-1] + (self.num_latents, self.num_categories))
 
     def posterior(self, x: Array) -> Independent:
         """q(z | x): batch `(B,)`, event `(N, K)` (one-hot rows)."""

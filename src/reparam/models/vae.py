@@ -22,35 +22,10 @@ from jax.scipy.special import logsumexp
 from jaxtyping import Array, PRNGKeyArray
 
 from ..distributions import Bernoulli, Independent, MultivariateNormalDiag, kl_divergence
+from ..nn import mlp, over_leading_axes
 
 Likelihood = Literal["bernoulli", "gaussian"]
 MIN_SCALE = 1e-3  # floor of every learned standard deviation
-
-
-def mlp(in_size: int, out_size: int, hidden: tuple[int, ...], *, key: PRNGKeyArray) -> eqx.nn.Sequential:
-    """`in -> hidden... -> out` with tanh between the layers (Burda et al. 2016), float32;
-    `hidden=()` is one affine layer. Initialised as `eqx.nn.Linear` is (weights and biases uniform
-    on `+-1/sqrt(fan_in)`) but from one random draw: each threefry call site costs about a second
-    of compilation on a small CPU, and a layer-by-layer init has two per layer."""
-    sizes = (in_size, *hidden, out_size)
-    noise = jax.random.uniform(key, (sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])),), jnp.float32, -1.0, 1.0)
-    layers: list = []
-    start = 0
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weight = noise[start: start + a * b].reshape(b, a) / math.sqrt(a)
-        bias = noise[start + a * b: start + (a + 1) * b] / math.sqrt(a)
-        start += (a + 1) * b
-        shape = eqx.filter_eval_shape(eqx.nn.Linear, a, b, dtype=jnp.float32, key=key)  # structure only, no draw
-        layers.append(eqx.tree_at(lambda linear: (linear.weight, linear.bias), shape, (weight, bias)))
-        if i < len(sizes) - 2:
-            layers.append(eqx.nn.Lambda(jnp.tanh))
-    return eqx.nn.Sequential(layers)
-
-
-def batched(net: eqx.Module, x: Array) -> Array:
-    """`net` (one vector to one vector) over every leading axis of `x` `(..., in)` -> `(..., out)`."""
-    out = jax.vmap(net)(x.reshape((-1, x.shape[-1])))
-    return out.reshape(x.shape[:-1] + out.shape[-1:])
 
 
 def positive(raw: Array) -> Array:
@@ -70,13 +45,13 @@ class Decoder(eqx.Module):
                  *, key: PRNGKeyArray):
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
-        self.net = mlp(latent_size, data_dim, hidden, key=key)
+        self.net = mlp(latent_size, data_dim, hidden, activation=jnp.tanh, key=key)
         self.raw_scale = jnp.zeros(data_dim, jnp.float32) if likelihood == "gaussian" else None
         self.likelihood = likelihood
 
     def __call__(self, z: Array) -> Independent:
         """z `(..., latent_size)` -> a distribution with batch `(...)` and event `(D,)`."""
-        out = batched(self.net, z)
+        out = over_leading_axes(self.net, z)
         if self.likelihood == "bernoulli":
             return Independent(Bernoulli(out, validate=False), 1)
         return MultivariateNormalDiag(out, positive(self.raw_scale), validate=False)
@@ -95,13 +70,13 @@ class GaussianVAE(eqx.Module):
         if latent_dim < 1 or data_dim < 1:
             raise ValueError(f"GaussianVAE: latent_dim and data_dim must be >= 1, got {latent_dim} and {data_dim}")
         k_enc, k_dec = jax.random.split(key)
-        self.encoder = mlp(data_dim, 2 * latent_dim, hidden, key=k_enc)
+        self.encoder = mlp(data_dim, 2 * latent_dim, hidden, activation=jnp.tanh, key=k_enc)
         self.decoder = Decoder(latent_dim, data_dim, tuple(reversed(hidden)), likelihood, key=k_dec)
         self.latent_dim = latent_dim
 
     def posterior(self, x: Array) -> MultivariateNormalDiag:
         """x `(B, D)` -> q(z | x), batch `(B,)`, event `(latent_dim,)`."""
-        mu, raw = jnp.split(batched(self.encoder, x), 2, axis=-1)
+        mu, raw = jnp.split(over_leading_axes(self.encoder, x), 2, axis=-1)
         return MultivariateNormalDiag(mu, positive(raw), validate=False)
 
     def prior(self) -> MultivariateNormalDiag:

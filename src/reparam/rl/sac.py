@@ -17,6 +17,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from ..distributions import Independent, TanhNormal
+from ..nn import mlp, over_leading_axes
 from .replay import Transition
 
 
@@ -74,27 +75,20 @@ class SACConfig:
                 raise ValueError(f"SACConfig: {message}")
 
 
-def mlp(in_size: int, out_size: int, hidden_sizes: tuple[int, ...], *, key: PRNGKeyArray) -> eqx.nn.MLP:
-    width = hidden_sizes[0] if hidden_sizes else 1
-    if len(set(hidden_sizes)) > 1:
-        raise ValueError(f"hidden_sizes must share one width (eqx.nn.MLP), got {hidden_sizes}")
-    return eqx.nn.MLP(in_size, out_size, width, len(hidden_sizes), activation=jax.nn.relu, dtype=jnp.float32, key=key)
-
-
 class Actor(eqx.Module):
     """`s -> (mu, log_sigma)`, log_sigma squashed into `[log_std_min, log_std_max]` by tanh."""
 
-    net: eqx.nn.MLP
+    net: eqx.nn.Sequential
     log_std_min: float = eqx.field(static=True)
     log_std_max: float = eqx.field(static=True)
 
     def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, *, key: PRNGKeyArray):
-        self.net = mlp(obs_dim, 2 * action_dim, config.hidden_sizes, key=key)
+        self.net = mlp(obs_dim, 2 * action_dim, config.hidden_sizes, activation=jax.nn.relu, key=key)
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
 
     def __call__(self, obs: Array) -> tuple[Array, Array]:
         """obs `(batch, obs_dim)` -> mean, log_std `(batch, action_dim)`."""
-        mean, raw = jnp.split(jax.vmap(self.net)(obs), 2, axis=-1)
+        mean, raw = jnp.split(over_leading_axes(self.net, obs), 2, axis=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw) + 1)
         return mean, log_std
 
@@ -114,10 +108,10 @@ def policy(actor: Actor, obs: Array, bounds: ActionBounds) -> Independent:
 class TwinCritic(eqx.Module):
     """Two Q-networks `(s, a) -> Q_i(s, a)`, stored stacked so both run as one batched matmul."""
 
-    nets: eqx.nn.MLP  # every array leaf has a leading axis of size 2
+    nets: eqx.nn.Sequential  # every array leaf has a leading axis of size 2
 
     def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, *, key: PRNGKeyArray):
-        make = lambda k: mlp(obs_dim + action_dim, 1, config.hidden_sizes, key=k)
+        make = lambda k: mlp(obs_dim + action_dim, 1, config.hidden_sizes, activation=jax.nn.relu, key=k)
         self.nets = eqx.filter_vmap(make)(jax.random.split(key, 2))
 
     def __call__(self, obs: Array, action: Array) -> Array:

@@ -1,0 +1,70 @@
+"""Neural-network building blocks shared by every model: one MLP builder and one way to map a
+per-example network over leading axes.
+
+    net = mlp(4, 2, (64, 64), activation=jax.nn.relu, key=key)   # R^4 -> R^2
+    y = over_leading_axes(net, x)                                 # x (..., 4) -> y (..., 2)
+
+Networks are `equinox` modules holding float32 arrays; activations are part of the static structure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+Activation = Callable[[Array], Array]
+
+
+def mlp(
+    in_size: int,
+    out_size: int,
+    hidden_sizes: Sequence[int],
+    *,
+    key: PRNGKeyArray,
+    activation: Activation = jax.nn.relu,
+    zero_output: bool = False,
+) -> eqx.nn.Sequential:
+    """`in -> hidden_sizes... -> out`, affine layers with `activation` between them, float32.
+
+    `hidden_sizes=()` is one affine layer. Weights and biases are initialised as `eqx.nn.Linear`
+    initialises them, uniform on `+-1/sqrt(fan_in)`, but from one random draw for the whole network
+    (each random call site costs compilation time on a small CPU; a layer-by-layer init has two per
+    layer). `zero_output=True` starts the last layer at zero, so the network starts as the constant 0
+    (a coupling layer then starts as the identity). Maps one vector `(in_size,)` to `(out_size,)`;
+    use `over_leading_axes` for batches.
+    """
+    sizes = (in_size, *hidden_sizes, out_size)
+    if min(sizes) < 1:
+        raise ValueError(f"mlp: sizes must be >= 1, got in {in_size}, hidden {tuple(hidden_sizes)}, out {out_size}")
+    counts = [(a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    noise = jax.random.uniform(key, (sum(counts),), jnp.float32, -1.0, 1.0)
+    layers: list[eqx.Module] = []
+    start = 0
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        weight = noise[start : start + a * b].reshape(b, a) / math.sqrt(a)
+        bias = noise[start + a * b : start + (a + 1) * b] / math.sqrt(a)
+        start += (a + 1) * b
+        last = i == len(sizes) - 2
+        if last and zero_output:
+            weight, bias = jnp.zeros_like(weight), jnp.zeros_like(bias)
+        shape = eqx.filter_eval_shape(eqx.nn.Linear, a, b, dtype=jnp.float32, key=key)  # structure only, no draw
+        layers.append(eqx.tree_at(lambda linear: (linear.weight, linear.bias), shape, (weight, bias)))
+        if not last:
+            layers.append(eqx.nn.Lambda(activation))
+    return eqx.nn.Sequential(layers)
+
+
+def over_leading_axes(fn: Callable[[Array], PyTree], x: Array) -> PyTree:
+    """Apply `fn`, a function of one vector `(d,)`, to every vector of `x` `(..., d)`.
+
+    Every leaf `o` of `fn`'s output gains the leading axes of `x`: `(...,) + o.shape`. One `vmap`
+    over the flattened leading axes, so any number of them (including none) compiles one program.
+    """
+    flat = x.reshape((-1, x.shape[-1]))
+    out = jax.vmap(fn)(flat)
+    return jax.tree_util.tree_map(lambda o: o.reshape(x.shape[:-1] + o.shape[1:]), out)
