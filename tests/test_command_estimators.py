@@ -1,4 +1,4 @@
-"""Smoke tests of every CLI command with tiny settings, and its one-line errors."""
+"""`reparam estimators`: a tiny sweep end to end, resume, and one-line errors for bad options."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ def test_estimators_continuous(tmp_path, capsys):
     assert len(results["rows"]) == combos * 3 * 2
     for picture in ("variance_vs_mu.png", "snr_vs_mu.png", "variance_vs_num_samples.png"):
         assert (tmp_path / picture).stat().st_size > 10_000
-    assert (tmp_path / "results.csv").read_text().startswith("sweep,value,estimator")
-    assert json.loads((tmp_path / "config.json").read_text())["num_repeats"] == 100
+    assert (tmp_path / "metrics.csv").read_text().startswith("sweep,value,estimator")
+    assert json.loads((tmp_path / "config.json").read_text())["options"]["num_repeats"] == 100
+    # pathwise on the quadratic, d/dmu = 2 (mu + sigma eps - k): unbiased, variance 4 sigma^2 / N = 1 at N = 4;
+    # 100 repeats: standard error 0.1 for the bias, sqrt(2 / 99) = 0.14 for the variance (5 standard errors allowed)
+    pathwise = [r for r in results["rows"] if r["estimator"] == "pathwise" and r["param"] == "mu" and r["num_samples"] == 4]
+    assert len(pathwise) == 3
+    assert all(abs(r["bias"]) < 0.5 and abs(r["variance"] - 1.0) < 0.71 for r in pathwise)
     out = capsys.readouterr().out
     assert "Skipped" in out and "variance_vs_mu.png" in out
 
@@ -51,6 +56,26 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in " ".join(proc.stdout.split())
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_killed_sweep_resumes_to_the_same_rows(tmp_path):
+    args = ["estimators", "--sweep", "k=-1:1:2", "--num-samples", "2", "--estimators", "pathwise,score",
+            "--num-repeats", "50"]
+    full = main_rows([*args, "--out", str(tmp_path / "full")])
+    from reparam.commands import estimators
+
+    config = estimators.EstimatorsCommand(sweep="k=-1:1:2", num_samples="2", estimators="pathwise,score", num_repeats=50,
+                                          out=tmp_path / "killed")
+    estimators.main(config, stop_after=1)
+    resumed = estimators.main(estimators.EstimatorsCommand(resume=tmp_path / "killed"))
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds_per_estimate"} for r in rows]
+    assert drop(resumed) == drop(full)
+
+
+def main_rows(args):
+    assert main(args) == 0
+    out = args[args.index("--out") + 1]
+    return [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
 
 
 def test_help_lists_options_with_defaults():
