@@ -28,7 +28,7 @@ def broadcast_params(owner: str, **params: ArrayLike) -> list[Array]:
     try:
         shape = jnp.broadcast_shapes(*(a.shape for a in arrays))
     except ValueError:
-        described = ", ".join(f"{n} {a.shape}" for n, a in zip(params, arrays))
+        described = ", ".join(f"{n} {a.shape}" for n, a in zip(params, arrays, strict=True))
         raise ValueError(
             f"{owner}: parameter shapes do not broadcast ({described}); "
             "give shapes that broadcast under numpy rules."
@@ -54,9 +54,11 @@ def check(value: Array, bad: Array, message: str, validate: bool) -> Array:
 
 
 def check_finite(owner: str, name: str, value: Array, validate: bool) -> Array:
+    """`value`, checked to be finite everywhere (see `check`)."""
     return check(value, ~jnp.isfinite(value), f"{owner}: {name} must be finite", validate)
 
 
 def check_positive(owner: str, name: str, value: Array, validate: bool) -> Array:
+    """`value`, checked to be positive and finite everywhere (see `check`)."""
     bad = ~(jnp.isfinite(value) & (value > 0))
     return check(value, bad, f"{owner}: {name} must be positive and finite", validate)

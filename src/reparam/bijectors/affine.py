@@ -22,12 +22,15 @@ class Affine(Bijector):
         self.scale = check(scale, bad, "Affine: need finite shift and a finite, non-zero scale", validate)
 
     def forward(self, x):
+        """`shift + scale * x`."""
         return self.shift + self.scale * x
 
     def inverse(self, y):
+        """`(y - shift) / scale`."""
         return (y - self.shift) / self.scale
 
     def forward_log_det_jacobian(self, x):
+        """`log|scale|`, broadcast to the shape of `x`."""
         return jnp.broadcast_to(jnp.log(jnp.abs(self.scale)), jnp.broadcast_shapes(jnp.shape(x), self.scale.shape))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 
@@ -24,6 +24,7 @@ class Chain(Bijector):
 
     @property
     def event_ndims(self) -> int:  # type: ignore[override]
+        """The largest `event_ndims` of the parts."""
         return max(b.event_ndims for b in self.bijectors)
 
     @property
@@ -36,6 +37,8 @@ class Chain(Bijector):
         return point
 
     def forward_and_log_det(self, x):
+        """Applies the parts last to first, summing their log-dets (each reduced to the chain's
+        `event_ndims`)."""
         total = 0.0
         for b in reversed(self.bijectors):
             x, log_det = b.forward_and_log_det(x)
@@ -43,6 +46,7 @@ class Chain(Bijector):
         return x, total
 
     def inverse_and_log_det(self, y):
+        """Inverts the parts first to last, summing their inverse log-dets."""
         total = 0.0
         for b in self.bijectors:
             y, log_det = b.inverse_and_log_det(y)
@@ -50,16 +54,19 @@ class Chain(Bijector):
         return y, total
 
     def forward(self, x):
+        """`f(g(h(x)))` for `Chain([f, g, h])`."""
         for b in reversed(self.bijectors):
             x = b.forward(x)
         return x
 
     def inverse(self, y):
+        """`h^-1(g^-1(f^-1(y)))` for `Chain([f, g, h])`."""
         for b in self.bijectors:
             y = b.inverse(y)
         return y
 
     def forward_log_det_jacobian(self, x):
+        """The sum of the parts' log-dets along the forward pass."""
         return self.forward_and_log_det(x)[1]
 
     def in_range(self, y):

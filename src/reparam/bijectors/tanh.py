@@ -45,13 +45,17 @@ class Tanh(Bijector):
     """`y = tanh(x)` onto (-1, 1)."""
 
     def forward(self, x):
+        """`tanh(x)`."""
         return jnp.tanh(x)
 
     def inverse(self, y):
+        """`clipped_atanh(y)`: finite for every `y` in [-1, 1] (see `clipped_atanh`)."""
         return clipped_atanh(y)
 
     def forward_log_det_jacobian(self, x):
+        """`log(1 - tanh(x)^2) = 2 (log 2 - x - softplus(-2x))`, exact for every `x`."""
         return log_abs_det_tanh(x)
 
     def in_range(self, y):
+        """`|y| <= 1`."""
         return jnp.abs(y) <= 1

@@ -1,4 +1,9 @@
-"""Reparameterized distributions: pathwise `rsample`, `log_prob`, entropy and KL (see DESIGN.md)."""
+"""Reparameterized distributions: pathwise `rsample`, `log_prob`, entropy and KL.
+
+Every distribution follows the contract of `Distribution` (`base.py`): samples have shape
+`sample_shape + batch_shape + event_shape`, log-densities `sample_shape + batch_shape`.
+See docs/architecture.md for the design.
+"""
 
 from .base import Distribution, NotReparameterizedError
 from .beta import Beta

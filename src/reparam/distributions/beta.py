@@ -28,6 +28,7 @@ class Beta(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The broadcast shape of `a` and `b`."""
         return self.a.shape
 
     def _draw_logs(self, key, sample_shape: Shape) -> tuple[Array, Array]:
@@ -43,11 +44,13 @@ class Beta(Distribution):
         return jnp.exp(log_x)
 
     def rsample_and_log_prob(self, key, sample_shape=()):
+        """Fused: scores the draw from `log x` and `log(1 - x)` as drawn, accurate near 0 and 1."""
         log_x, log1m_x = self._draw_logs(key, as_shape(sample_shape))
         log_prob = (self.a - 1) * log_x + (self.b - 1) * log1m_x - log_beta(self.a, self.b)
         return jnp.exp(log_x), log_prob
 
     def log_prob(self, value) -> Array:
+        """`(a - 1) log x + (b - 1) log(1 - x) - log B(a, b)` on [0, 1], `-inf` outside."""
         x = jnp.asarray(value, self.a.dtype)
         inside = (x >= 0) & (x <= 1)
         x = jnp.where(inside, x, 0.5)
@@ -55,16 +58,19 @@ class Beta(Distribution):
         return where_supported(inside, log_prob)
 
     def cdf(self, value) -> Array:
+        """The regularised incomplete beta function `I_x(a, b)`, with `x` clipped to [0, 1]."""
         x = jnp.clip(jnp.asarray(value, self.a.dtype), 0.0, 1.0)
         return betainc(self.a, self.b, x)
 
     def entropy(self) -> Array:
+        """`log B(a, b) - (a - 1) psi(a) - (b - 1) psi(b) + (a + b - 2) psi(a + b)`."""
         a, b = self.a, self.b
         return (
             log_beta(a, b) - (a - 1) * digamma(a) - (b - 1) * digamma(b) + (a + b - 2) * digamma(a + b)
         )
 
     def mean(self) -> Array:
+        """`a / (a + b)`."""
         return self.a / (self.a + self.b)
 
     def mode(self) -> Array:
@@ -77,5 +83,6 @@ class Beta(Distribution):
         return jnp.where((a > 1) & (b > 1), interior, edge)
 
     def variance(self) -> Array:
+        """`a b / ((a + b)^2 (a + b + 1))`."""
         total = self.a + self.b
         return self.a * self.b / (jnp.square(total) * (total + 1))

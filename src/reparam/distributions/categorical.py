@@ -35,14 +35,17 @@ class Categorical(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The shape of `logits` without its last (category) axis."""
         return self.logits.shape[:-1]
 
     @property
     def num_categories(self) -> int:
+        """`K`, the size of the last axis of `logits`."""
         return self.logits.shape[-1]
 
     @property
     def probs(self) -> Array:
+        """`softmax(logits)`, shape `batch_shape + (K,)`."""
         return jnp.exp(self.logits)
 
     def _draw(self, key, sample_shape):
@@ -59,10 +62,12 @@ class Categorical(Distribution):
         return where_supported(inside, picked)
 
     def entropy(self) -> Array:
+        """`-sum_k p_k log p_k`; masked (`-inf` logit) categories contribute 0."""
         p = self.probs  # masked (-inf) categories contribute 0, with finite gradients (double where)
         return -jnp.sum(p * jnp.where(p > 0, self.logits, 0.0), -1)
 
     def mode(self) -> Array:
+        """`argmax_k logits_k` (the first on ties), an integer of shape `batch_shape`."""
         return jnp.argmax(self.logits, -1)
 
 
@@ -78,10 +83,12 @@ class Bernoulli(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The shape of `logits`."""
         return self.logits.shape
 
     @property
     def probs(self) -> Array:
+        """`p = sigmoid(logits)`, shape `batch_shape`."""
         return jax.nn.sigmoid(self.logits)
 
     def _draw(self, key, sample_shape):
@@ -96,20 +103,25 @@ class Bernoulli(Distribution):
         return where_supported(inside, log_prob)
 
     def cdf(self, value) -> Array:
+        """0 below 0, `1 - p` on [0, 1), 1 from 1 on."""
         x = jnp.asarray(value, self.logits.dtype)
         return jnp.where(x < 0, 0.0, jnp.where(x < 1, jax.nn.sigmoid(-self.logits), 1.0))
 
     def entropy(self) -> Array:
+        """`-p log p - (1 - p) log(1 - p)`, from the logits with softplus (no `log 0`)."""
         p = self.probs
         return p * jax.nn.softplus(-self.logits) + (1 - p) * jax.nn.softplus(self.logits)
 
     def mean(self) -> Array:
+        """`p`."""
         return self.probs
 
     def mode(self) -> Array:
+        """1 where `p > 1/2`, else 0."""
         return (self.logits > 0).astype(self.logits.dtype)
 
     def variance(self) -> Array:
+        """`p (1 - p)`."""
         return jax.nn.sigmoid(self.logits) * jax.nn.sigmoid(-self.logits)  # p (1 - p), no cancellation
 
 
@@ -120,6 +132,7 @@ class OneHotCategorical(Categorical):
 
     @property
     def event_shape(self) -> Shape:
+        """`(K,)`."""
         return self.logits.shape[-1:]
 
     def _draw(self, key, sample_shape):
@@ -134,10 +147,13 @@ class OneHotCategorical(Categorical):
         return where_supported(inside, picked)
 
     def mode(self) -> Array:
+        """The one-hot vector of `argmax_k logits_k`, shape `batch_shape + (K,)`."""
         return jax.nn.one_hot(jnp.argmax(self.logits, -1), self.num_categories, dtype=self.logits.dtype)
 
     def mean(self) -> Array:
+        """`p = softmax(logits)`, shape `batch_shape + (K,)`."""
         return self.probs
 
     def variance(self) -> Array:
+        """`p_k (1 - p_k)` per coordinate."""
         return self.probs * (1 - self.probs)

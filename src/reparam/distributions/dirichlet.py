@@ -31,10 +31,12 @@ class Dirichlet(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The shape of `concentration` without its last axis."""
         return self.concentration.shape[:-1]
 
     @property
     def event_shape(self) -> Shape:
+        """`(K,)`."""
         return self.concentration.shape[-1:]
 
     def _draw_log(self, key, sample_shape: Shape) -> Array:
@@ -49,6 +51,7 @@ class Dirichlet(Distribution):
         return jnp.sum(gammaln(alpha), -1) - gammaln(jnp.sum(alpha, -1))
 
     def rsample_and_log_prob(self, key, sample_shape=()):
+        """Fused: scores the draw from `log x` as drawn (no underflow for small concentrations)."""
         log_x = self._draw_log(key, as_shape(sample_shape))
         log_prob = jnp.sum((self.concentration - 1) * log_x, -1) - self._log_normalizer()
         return jnp.exp(log_x), log_prob
@@ -62,6 +65,7 @@ class Dirichlet(Distribution):
         return where_supported(inside, log_prob)
 
     def entropy(self) -> Array:
+        """`log B(alpha) + (alpha_0 - K) psi(alpha_0) - sum_k (alpha_k - 1) psi(alpha_k)`."""
         alpha = self.concentration
         total = jnp.sum(alpha, -1)
         k = alpha.shape[-1]
@@ -72,6 +76,7 @@ class Dirichlet(Distribution):
         )
 
     def mean(self) -> Array:
+        """`alpha / alpha_0`, with `alpha_0 = sum_k alpha_k`."""
         return self.concentration / jnp.sum(self.concentration, -1, keepdims=True)
 
     def mode(self) -> Array:
@@ -81,6 +86,7 @@ class Dirichlet(Distribution):
         return jnp.where(jnp.all(alpha > 1, -1, keepdims=True), mode, jnp.nan)
 
     def variance(self) -> Array:
+        """`alpha_k (alpha_0 - alpha_k) / (alpha_0^2 (alpha_0 + 1))` per coordinate."""
         alpha = self.concentration
         total = jnp.sum(alpha, -1, keepdims=True)
         return alpha * (total - alpha) / (jnp.square(total) * (total + 1))

@@ -30,6 +30,7 @@ class Gamma(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The broadcast shape of `concentration` and `rate`."""
         return self.concentration.shape
 
     def _draw_log(self, key, sample_shape: Shape) -> Array:
@@ -44,10 +45,12 @@ class Gamma(Distribution):
         return a * jnp.log(b) + (a - 1) * log_x - b * jnp.exp(log_x) - gammaln(a)
 
     def rsample_and_log_prob(self, key, sample_shape=()):
+        """Fused: scores the draw from `log x` as drawn (no underflow for small concentrations)."""
         log_x = self._draw_log(key, as_shape(sample_shape))
         return jnp.exp(log_x), self._log_prob_from_log(log_x)
 
     def log_prob(self, value) -> Array:
+        """`a log b + (a - 1) log x - b x - lgamma(a)` for `x >= 0`, `-inf` below."""
         x = jnp.asarray(value, self.rate.dtype)
         a, b = self.concentration, self.rate
         inside = x >= 0
@@ -55,14 +58,17 @@ class Gamma(Distribution):
         return where_supported(inside, xlogy(a - 1, x) + a * jnp.log(b) - b * x - gammaln(a))
 
     def cdf(self, value) -> Array:
+        """The regularised lower incomplete gamma function `P(a, b x)`."""
         x = jnp.maximum(jnp.asarray(value, self.rate.dtype), 0.0)
         return gammainc(self.concentration, self.rate * x)
 
     def entropy(self) -> Array:
+        """`a - log b + lgamma(a) + (1 - a) psi(a)`."""
         a = self.concentration
         return a - jnp.log(self.rate) + gammaln(a) + (1 - a) * digamma(a)
 
     def mean(self) -> Array:
+        """`a / b`."""
         return self.concentration / self.rate
 
     def mode(self) -> Array:
@@ -70,4 +76,5 @@ class Gamma(Distribution):
         return jnp.maximum(self.concentration - 1, 0.0) / self.rate
 
     def variance(self) -> Array:
+        """`a / b^2`."""
         return self.concentration / jnp.square(self.rate)

@@ -22,13 +22,17 @@ class Gumbel(LocationScale):
         return -(z + jnp.exp(-z))
 
     def cdf(self, value) -> Array:
+        """`exp(-exp(-(x - loc) / scale))`."""
         return jnp.exp(-jnp.exp(-self.standardize(value)))
 
     def entropy(self) -> Array:
+        """`log(scale) + gamma + 1`, `gamma` the Euler-Mascheroni constant."""
         return jnp.log(self.scale) + EULER_GAMMA + 1.0
 
     def mean(self) -> Array:
+        """`loc + gamma scale`, `gamma` the Euler-Mascheroni constant."""
         return self.loc + EULER_GAMMA * self.scale
 
     def variance(self) -> Array:
+        """`pi^2 scale^2 / 6`."""
         return jnp.square(self.scale) * (math.pi**2 / 6.0)

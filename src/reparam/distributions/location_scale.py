@@ -27,17 +27,21 @@ class LocationScale(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The broadcast shape of `loc` and `scale`."""
         return self.loc.shape
 
     # What each family supplies.
     def _standard_noise(self, key: PRNGKeyArray, shape: Shape, dtype) -> Array:
+        """Standard noise `eps ~ p0` of `shape` and `dtype` (the family's primitive)."""
         raise NotImplementedError
 
     def _standard_log_prob(self, z: Array) -> Array:
+        """`log p0(z)` of the standard density, elementwise."""
         raise NotImplementedError
 
     # Shared machinery.
     def _draw(self, key: PRNGKeyArray, sample_shape: Shape) -> Array:
+        """`loc + scale * eps`, `eps` standard noise of shape `sample_shape + batch_shape`."""
         eps = self._standard_noise(key, sample_shape + self.batch_shape, self.loc.dtype)
         return self.loc + self.scale * eps
 
@@ -52,7 +56,11 @@ class LocationScale(Distribution):
         return (jnp.asarray(value, self.loc.dtype) - self.loc) / self.scale
 
     def log_prob(self, value: ArrayLike) -> Array:
+        """`log p(x) = log p0(z) - log(scale)`, `z = (x - loc) / scale`, with `p0` the family's
+        standard density (stated on each class; Normal: `log p0(z) = -z^2/2 - log(2 pi)/2`).
+        `value` broadcasts against `batch_shape`; the result has `sample_shape + batch_shape`."""
         return self._standard_log_prob(self.standardize(value)) - jnp.log(self.scale)
 
     def mode(self) -> Array:
+        """`loc` (each standard density here peaks at 0)."""
         return self.loc

@@ -21,13 +21,17 @@ class Logistic(LocationScale):
         return -z - 2.0 * jax.nn.softplus(-z)
 
     def cdf(self, value) -> Array:
+        """`sigmoid((x - loc) / scale)`."""
         return jax.nn.sigmoid(self.standardize(value))
 
     def entropy(self) -> Array:
+        """`log(scale) + 2`."""
         return jnp.log(self.scale) + 2.0
 
     def mean(self) -> Array:
+        """`loc`."""
         return self.loc
 
     def variance(self) -> Array:
+        """`pi^2 scale^2 / 3`."""
         return jnp.square(self.scale) * (math.pi**2 / 3.0)

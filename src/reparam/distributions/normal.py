@@ -24,16 +24,21 @@ class Normal(LocationScale):
         return -0.5 * jnp.square(z) - HALF_LOG_2PI
 
     def cdf(self, value) -> Array:
+        """`Phi((x - loc) / scale)`."""
         return ndtr(self.standardize(value))
 
     def entropy(self) -> Array:
+        """`(1 + log(2 pi)) / 2 + log(scale)`."""
         return 0.5 + HALF_LOG_2PI + jnp.log(self.scale)
 
     def mean(self) -> Array:
+        """`loc`."""
         return self.loc
 
     def variance(self) -> Array:
+        """`scale^2`."""
         return jnp.square(self.scale)
 
     def stddev(self) -> Array:
+        """`scale`."""
         return self.scale

@@ -27,6 +27,7 @@ def hard_forward_soft_gradient(soft: Array, hard: Array) -> Array:
 
 
 def one_hot_argmax(soft: Array) -> Array:
+    """The one-hot vector of `argmax` over the last axis, in `soft`'s dtype."""
     return jax.nn.one_hot(jnp.argmax(soft, -1), soft.shape[-1], dtype=soft.dtype)
 
 
@@ -45,7 +46,9 @@ class RelaxedOneHotCategorical(Distribution):
     logits: Array
     straight_through: bool = eqx.field(static=True)
 
-    def __init__(self, temperature: ArrayLike, logits: ArrayLike, *, straight_through: bool = False, validate: bool = True):
+    def __init__(
+        self, temperature: ArrayLike, logits: ArrayLike, *, straight_through: bool = False, validate: bool = True
+    ):
         logits = check_logits("RelaxedOneHotCategorical", logits, validate)
         if logits.ndim < 1 or logits.shape[-1] < 2:
             raise ValueError(
@@ -60,10 +63,12 @@ class RelaxedOneHotCategorical(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The broadcast shape of `temperature` and `logits` without its last axis."""
         return self.temperature.shape
 
     @property
     def event_shape(self) -> Shape:
+        """`(K,)`."""
         return self.logits.shape[-1:]
 
     def _draw_log(self, key, sample_shape: Shape) -> Array:
@@ -91,6 +96,7 @@ class RelaxedOneHotCategorical(Distribution):
         )
 
     def rsample_and_log_prob(self, key, sample_shape=()):
+        """Fused: scores the draw from `log y` as drawn (accurate when components underflow)."""
         log_y = self._draw_log(key, as_shape(sample_shape))
         return self._finish(jnp.exp(log_y)), self._log_prob_from_log(log_y)
 
@@ -109,7 +115,9 @@ class RelaxedBernoulli(Transformed):
 
     straight_through: bool = eqx.field(static=True)
 
-    def __init__(self, temperature: ArrayLike, logits: ArrayLike, *, straight_through: bool = False, validate: bool = True):
+    def __init__(
+        self, temperature: ArrayLike, logits: ArrayLike, *, straight_through: bool = False, validate: bool = True
+    ):
         temperature, logits = broadcast_params("RelaxedBernoulli", temperature=temperature, logits=logits)
         temperature = check_positive("RelaxedBernoulli", "temperature", temperature, validate)
         super().__init__(Logistic(logits / temperature, 1.0 / temperature, validate=validate), Sigmoid())
@@ -117,10 +125,12 @@ class RelaxedBernoulli(Transformed):
 
     @property
     def temperature(self) -> Array:
+        """`T`, shape `batch_shape`."""
         return 1.0 / self.base.scale
 
     @property
     def logits(self) -> Array:
+        """The logits of the Bernoulli being relaxed, shape `batch_shape`."""
         return self.base.loc / self.base.scale
 
     def _finish(self, soft: Array) -> Array:
@@ -130,5 +140,7 @@ class RelaxedBernoulli(Transformed):
         return self._finish(super()._draw(key, sample_shape))
 
     def rsample_and_log_prob(self, key, sample_shape=()):
+        """Fused through `Transformed` (sigmoid of a Logistic); the log-density is that of the
+        relaxed sample even when `straight_through=True` rounds it."""
         soft, log_prob = super().rsample_and_log_prob(key, sample_shape)
         return self._finish(soft), log_prob

@@ -42,19 +42,23 @@ class TanhNormal(Transformed):
 
     @property
     def loc(self) -> Array:
+        """Mean of the pre-squash Normal `u`."""
         return self.base.loc
 
     @property
     def scale(self) -> Array:
+        """Standard deviation of the pre-squash Normal `u`."""
         return self.base.scale
 
     @property
     def low(self) -> Array:
+        """Lower action bound."""
         rescale = self.bijector.bijectors[0]
         return rescale.shift - rescale.scale
 
     @property
     def high(self) -> Array:
+        """Upper action bound."""
         rescale = self.bijector.bijectors[0]
         return rescale.shift + rescale.scale
 
@@ -64,22 +68,27 @@ class TanhNormal(Transformed):
         return self.bijector.forward(self.loc)
 
     def cdf(self, value) -> Array:
+        """`Phi((atanh(t) - loc) / scale)` with `t = (2a - low - high) / (high - low)`; 0 and 1 outside."""
         rescale = self.bijector.bijectors[0]
         t = (jnp.asarray(value, self.dtype) - rescale.shift) / rescale.scale
         inner = ndtr((clipped_atanh(t) - self.loc) / self.scale)
         return jnp.where(t <= -1, 0.0, jnp.where(t >= 1, 1.0, inner))
 
     def entropy(self, key: PRNGKeyArray | None = None, num_samples: int = 1024) -> Array:
-        """No closed form: the Monte Carlo estimate `-mean(log p(a_i))` over `num_samples` draws."""
+        """No closed form: the Monte Carlo estimate `-mean_i log p(a_i)`, `a_i ~ p`, from
+        `num_samples` draws with `key` (required: ValueError without). Shape `batch_shape`;
+        pathwise-differentiable in the parameters."""
         _, log_prob = self.rsample_and_log_prob(_need_key(key, "entropy"), num_samples)
         return -jnp.mean(log_prob, axis=0)
 
     def mean(self, key: PRNGKeyArray | None = None, num_samples: int = 1024) -> Array:
-        """No closed form: the Monte Carlo estimate `mean(a_i)` over `num_samples` draws."""
+        """No closed form: the Monte Carlo estimate `mean_i a_i`, `a_i ~ p`, from `num_samples`
+        draws with `key` (required: ValueError without). Shape `batch_shape`."""
         return jnp.mean(self.rsample(_need_key(key, "mean"), num_samples), axis=0)
 
 
 def _need_key(key, method: str):
+    """`key`, or a ValueError saying that `method` needs one (no closed form)."""
     if key is None:
         raise ValueError(
             f"TanhNormal.{method}() has no closed form; pass key=jax.random.key(...) for a Monte "

@@ -24,10 +24,12 @@ class Uniform(Distribution):
 
     @property
     def batch_shape(self) -> Shape:
+        """The broadcast shape of `low` and `high`."""
         return self.low.shape
 
     @property
     def width(self) -> Array:
+        """`high - low`."""
         return self.high - self.low
 
     def _draw(self, key, sample_shape):
@@ -35,17 +37,21 @@ class Uniform(Distribution):
         return self.low + self.width * u
 
     def log_prob(self, value) -> Array:
+        """`-log(high - low)` on `[low, high]`, `-inf` outside."""
         x = jnp.asarray(value, self.low.dtype)
         inside = (x >= self.low) & (x <= self.high)
         return where_supported(inside, -jnp.log(self.width))
 
     def cdf(self, value) -> Array:
+        """`(x - low) / (high - low)` clipped to [0, 1]."""
         return jnp.clip((jnp.asarray(value, self.low.dtype) - self.low) / self.width, 0.0, 1.0)
 
     def entropy(self) -> Array:
+        """`log(high - low)`."""
         return jnp.log(self.width)
 
     def mean(self) -> Array:
+        """`(low + high) / 2`."""
         return 0.5 * (self.low + self.high)
 
     def mode(self) -> Array:
@@ -53,4 +59,5 @@ class Uniform(Distribution):
         return self.mean()
 
     def variance(self) -> Array:
+        """`(high - low)^2 / 12`."""
         return jnp.square(self.width) / 12.0

@@ -3,9 +3,9 @@
 `f` maps one sample to a scalar; `dist_fn(params)` has `batch_shape == ()`, use `Independent`).
 """
 
+from .gumbel_softmax import gumbel_softmax, straight_through_gumbel
 from .measure_valued import measure_valued
 from .pathwise import pathwise
-from .gumbel_softmax import gumbel_softmax, straight_through_gumbel
 from .score_function import (
     MovingAverageState,
     StatefulEstimator,

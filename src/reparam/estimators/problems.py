@@ -8,7 +8,8 @@ and cosine; discrete problems use small categoricals and Bernoullis, enumerated 
 from __future__ import annotations
 
 import itertools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,8 @@ from ..distributions import Bernoulli, Independent, Normal, OneHotCategorical
 
 
 class NormalParams(NamedTuple):
+    """Parameters `(mu, sigma)` of the Normal test problems."""
+
     mu: Array
     sigma: Array
 
@@ -33,16 +36,19 @@ class Problem(NamedTuple):
     expectation: Callable[[PyTree], Array] | None
 
     def exact_grad(self, params: PyTree) -> PyTree:
+        """`grad_params E[f(z)]` from the exact expectation (ValueError when there is none)."""
         if self.expectation is None:
             raise ValueError(f"problem {self.name} has no exact expectation")
         return jax.grad(self.expectation)(params)
 
 
 def normal_dist(params: NormalParams) -> Normal:
+    """`Normal(params.mu, params.sigma)`."""
     return Normal(params.mu, params.sigma)
 
 
 def normal_params(mu: float = 1.0, sigma: float = 1.0) -> NormalParams:
+    """`NormalParams` of float scalars."""
     return NormalParams(jnp.asarray(mu, float), jnp.asarray(sigma, float))
 
 
@@ -91,6 +97,8 @@ def bernoulli(target: float | Array = 0.45, dim: int = 3, logits: Array | None =
 
 
 class EncoderParams(NamedTuple):
+    """Parameters of `vae_quadratic`'s linear Gaussian encoder, `q(z|x) = N(W x + b, diag(exp(log_sigma))^2)`."""
+
     weight: Array
     bias: Array
     log_sigma: Array
@@ -112,8 +120,9 @@ def quadratic_variance(k: float, mu: float = 1.0, sigma: float = 1.0, num_sample
     """Closed-form variances of the pathwise and plain score-function estimates of the quadratic
     problem's gradient, with `d = mu - k`:
     pathwise `(4 sigma^2, 4 d^2 + 8 sigma^2)`; score function
-    `((d^4 + 18 d^2 sigma^2 + 15 sigma^4) / sigma^2 - 4 d^2, (2 d^4 + 60 d^2 sigma^2 + 78 sigma^4) / sigma^2 - 4 sigma^2)`,
-    divided by `num_samples`. At mu = sigma = 1 these are Mohamed et al.'s (2020) figures."""
+    `((d^4 + 18 d^2 sigma^2 + 15 sigma^4) / sigma^2 - 4 d^2,
+    (2 d^4 + 60 d^2 sigma^2 + 78 sigma^4) / sigma^2 - 4 sigma^2)`, divided by `num_samples`.
+    At mu = sigma = 1 these are Mohamed et al.'s (2020) figures."""
     d2, s2 = (mu - k) ** 2, sigma**2
     n = num_samples
     return {

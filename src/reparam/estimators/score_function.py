@@ -7,7 +7,8 @@ from `f(z_i)` (a baseline) or added (a control variate), never in their expectat
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -5,7 +5,8 @@ the time per estimate."""
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,8 @@ def repeated_estimates(estimator, f, dist_fn, params, key: PRNGKeyArray, num_rep
 
 
 def summarize(estimates: PyTree, reference: PyTree) -> Statistics:
+    """`Statistics` of `estimates` (leading axis: repeats) against `reference`: the mean, the
+    unbiased variance, `bias = mean - reference`, `snr = |mean| / std`."""
     mean = jax.tree_util.tree_map(lambda g: jnp.mean(g, 0), estimates)
     variance = jax.tree_util.tree_map(lambda g: jnp.var(g, 0, ddof=1), estimates)
     bias = jax.tree_util.tree_map(jnp.subtract, mean, reference)
@@ -73,7 +76,9 @@ def measure(estimator: Callable | StatefulEstimator, problem: Problem, params: P
     if num_repeats < 2:
         raise ValueError(f"measure needs num_repeats >= 2 to estimate a variance, got {num_repeats}")
     key_estimates, key_reference = jax.random.split(key)
-    run = jax.jit(lambda p, k: repeated_estimates(estimator, problem.f, problem.dist_fn, p, k, num_repeats, num_samples))
+    run = jax.jit(
+        lambda p, k: repeated_estimates(estimator, problem.f, problem.dist_fn, p, k, num_repeats, num_samples)
+    )
     jax.block_until_ready(run(params, key_estimates))  # compile
     start = time.perf_counter()
     estimates = jax.block_until_ready(run(params, key_estimates))
