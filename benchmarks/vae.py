@@ -2,7 +2,7 @@
 (ELBO- and IWAE-trained) and the categorical VAE with each gradient estimator, next to exact-
 likelihood baselines fitted on the same split; plus training throughput.
 
-    .venv/bin/python benchmarks/vae.py [--epochs 300] [--eval-k 1000] [--markdown PATH] [--quick]
+    .venv/bin/python benchmarks/vae.py [--epochs 300] [--eval-k 1000] [--markdown PATH] [--json PATH] [--quick]
 
 Method. Data: `reparam.data.load_dataset("digits")` (1,500 training and 297 test images, 8x8,
 the fixed split), binarized at pixel >= 8 of 16. Every VAE is a `reparam vae` run (in process)
@@ -18,8 +18,6 @@ compiled epoch (gradient steps only, no evaluation), the median over epochs afte
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,11 +26,17 @@ from pathlib import Path
 import jax
 from rich.console import Console
 
+import common
 from reparam.data import binarize_static, load_dataset
-from reparam.models.baselines import fit_bernoulli_mixture, fit_independent_bernoulli, log_likelihood, mixture_log_likelihood
-from reparam.models.run import VAERunConfig, run
+from reparam.models.baselines import (
+    fit_bernoulli_mixture,
+    fit_independent_bernoulli,
+    log_likelihood,
+    mixture_log_likelihood,
+)
+from reparam.commands.vae import VAECommand, main as run
 
-RUNS = {  # row label -> VAERunConfig settings on top of the defaults
+RUNS = {  # row label -> VAECommand settings on top of the defaults
     "Gaussian VAE (d=8), ELBO": dict(latent="gaussian"),
     "Gaussian VAE (d=8), IWAE k=5": dict(latent="gaussian", objective="iwae", k=5),
     "Categorical VAE (8x10), Gumbel-Softmax": dict(latent="categorical", estimator="gumbel"),
@@ -60,7 +64,7 @@ def baselines() -> list[dict]:
 
 def vae_row(label: str, settings: dict, epochs: int, eval_k: int, out: Path) -> dict:
     begun = time.perf_counter()
-    rows = run(VAERunConfig(epochs=epochs, eval_k=eval_k, out=out, **settings), Console(quiet=True))
+    rows = run(VAECommand(epochs=epochs, eval_k=eval_k, out=out, **settings), Console(quiet=True))
     epoch_rows = [r for r in rows if "test_elbo" in r]
     return {"model": label, "test_elbo": epoch_rows[-1]["test_elbo"], "test_nll": rows[-1]["test_nll_iwae"],
             "examples_per_s": statistics.median(r["examples_per_s"] for r in epoch_rows[1:] or epoch_rows),
@@ -68,13 +72,14 @@ def vae_row(label: str, settings: dict, epochs: int, eval_k: int, out: Path) -> 
 
 
 def markdown(rows: list[dict], epochs: int, eval_k: int) -> str:
-    lines = [f"| model | test NLL (nats) | test ELBO | training examples/s | wall time (s) |", "|---|---|---|---|---|"]
+    body = []
     for r in rows:
         elbo = f"{r['test_elbo']:.2f}" if "test_elbo" in r else "-"
         rate = f"{r['examples_per_s']:,.0f}" if "examples_per_s" in r else "-"
         nll = f"{r['test_nll']:.2f}" + ("" if "test_elbo" not in r else f" (IWAE K={eval_k:,})")
-        lines.append(f"| {r['model']} | {nll} | {elbo} | {rate} | {r['seconds']:.0f} |")
-    return "\n".join(lines) + f"\n\nVAEs: {epochs} epochs each; baselines: exact log-likelihood.\n"
+        body.append([r["model"], nll, elbo, rate, f"{r['seconds']:.0f}"])
+    header = ["model", "test NLL (nats)", "test ELBO", "training examples/s", "wall time (s)"]
+    return common.markdown_table(header, body) + f"\n\nVAEs: {epochs} epochs each; baselines: exact log-likelihood.\n"
 
 
 def main(argv=None) -> int:
@@ -83,11 +88,13 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-k", type=int, default=1000, help="importance samples per test image")
     parser.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temporary one)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as markdown to PATH")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows to PATH")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, K = 100")
     args = parser.parse_args(argv)
     epochs, eval_k = (3, 100) if args.quick else (args.epochs, args.eval_k)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}; load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
+    started = common.announce("reparam VAE benchmark", versions)
+    print(f"jax on {jax.devices()[0].platform}; {epochs} epochs per VAE, IWAE K = {eval_k}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch)
         rows = baselines()
@@ -98,9 +105,12 @@ def main(argv=None) -> int:
             print(f"{label}: test NLL {rows[-1]['test_nll']:.2f}, test ELBO {rows[-1]['test_elbo']:.2f}, "
                   f"{rows[-1]['examples_per_s']:,.0f} examples/s, {rows[-1]['seconds']:.0f} s", flush=True)
     table = markdown(rows, epochs, eval_k)
-    print(f"load average at end {os.getloadavg()[0]:.2f}\n\n{table}")
+    common.finish(started)
+    print(f"\n{table}")
     if args.markdown:
         Path(args.markdown).write_text(table)
+    if args.json:
+        common.write_json(args.json, common.record(versions, epochs=epochs, eval_k=eval_k, rows=rows))
     return 0
 
 

@@ -16,7 +16,7 @@ import pytest
 from jax.scipy.special import logsumexp
 
 from reparam.distributions import MultivariateNormal, kl_divergence
-from reparam.models.categorical_vae import CategoricalVAE, reinforce_objective, temperature
+from reparam.models.categorical_vae import CategoricalVAE, reinforce_objective, annealed_temperature
 from reparam.models.vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 
@@ -215,4 +215,4 @@ def test_relaxed_sample_approaches_one_hot(categorical):
 
 def test_temperature_schedule():
     t = jnp.array([0, 100, 1000, 10_000])
-    np.testing.assert_allclose(temperature(t, tau_min=0.5, anneal_rate=1e-3), [1.0, math.exp(-0.1), 0.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(annealed_temperature(t, min_temperature=0.5, anneal_rate=1e-3), [1.0, math.exp(-0.1), 0.5, 0.5], rtol=1e-6)

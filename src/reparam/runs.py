@@ -36,6 +36,8 @@ import equinox as eqx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .plots import pyplot, save_figure  # noqa: F401  (re-exported: the run layer's picture set-up)
+
 RUN_FORMAT = 2
 """Version of the run-folder layout; folders written by another version are refused on resume."""
 CONFIG, METRICS, METRICS_CSV, STATE, MARKER = "config.json", "metrics.jsonl", "metrics.csv", "checkpoint.eqx", "checkpoint.json"
@@ -183,6 +185,15 @@ def load_run_config(folder: Path, command: str, config_type: type[Config]) -> Co
     return config_from_dict(config_type, raw["options"], f"{folder / CONFIG}")
 
 
+def resolve_config(command: str, config: Config) -> Config:
+    """`config` itself for a new run; for `config.resume`, the options the run saved in that folder
+    (with `out` and `resume` pointing at it), so a command checks and prepares what it will run."""
+    if getattr(config, "resume", None) is None:
+        return config
+    saved = load_run_config(config.resume, command, type(config))
+    return dataclasses.replace(saved, out=Path(config.resume), resume=Path(config.resume))
+
+
 def open_run(command: str, config: Config, *, resume: Path | None = None) -> Run[Config]:
     """Start a run folder at `config.out`, or continue the one at `resume`.
 
@@ -261,6 +272,9 @@ class Job(Generic[State]):
     """A fresh state with the checkpoint's arrays put back."""
     checkpoint_every: int = 1
     """Chunks between checkpoints (the last chunk is always checkpointed)."""
+    stopped: Callable[[State], bool] = lambda state: False
+    """Whether the state says the run is over before its last chunk (e.g. early stopping); checked
+    after every chunk and after a resume."""
     files: Sequence[str] = ()
     """Files `finish` writes, for the closing summary."""
 
@@ -285,6 +299,8 @@ def drive(job: Job[State], run: Run, console: Console | None = None, *, tensorbo
             bar = progress.add_task(job.label, total=job.chunks * job.units_per_chunk,
                                     completed=run.done * job.units_per_chunk, rate="compiling", shown="-")
             for chunk in range(run.done, last):
+                if job.stopped(state):
+                    break
                 begun = time.perf_counter()
                 state, rows = job.advance(state, chunk)
                 check_finite(rows, chunk)
@@ -293,7 +309,7 @@ def drive(job: Job[State], run: Run, console: Console | None = None, *, tensorbo
                     handle.write("".join(json.dumps(row) + "\n" for row in rows))
                 if writer is not None:
                     _log_tensorboard(writer, rows, (chunk + 1) * job.units_per_chunk)
-                if (chunk + 1) % job.checkpoint_every == 0 or chunk + 1 == job.chunks:
+                if (chunk + 1) % job.checkpoint_every == 0 or chunk + 1 == job.chunks or job.stopped(state):
                     save_checkpoint(run, job.saved(state), chunk + 1)
                 if chunk > run.done:  # the first chunk of a process compiles: not in the rate
                     timed_work += job.units_per_chunk if job.rate_per_chunk is None else job.rate_per_chunk
@@ -303,7 +319,7 @@ def drive(job: Job[State], run: Run, console: Console | None = None, *, tensorbo
     finally:
         if writer is not None:
             writer.close()
-    if last < job.chunks:
+    if last < job.chunks and not job.stopped(state):
         return run.rows
     summary = job.finish(state, run.rows)
     write_atomic(run.folder / METRICS, "".join(json.dumps(row) + "\n" for row in run.rows).encode())
@@ -359,27 +375,10 @@ def _log_tensorboard(writer, rows: Sequence[dict], default_step: int) -> None:
     writer.flush()
 
 
-# --- compile once, pictures -----------------------------------------------------------------------
+# --- compile once -----------------------------------------------------------------------
 
 def compile_once(fn: Callable) -> Callable:
     """Cache what `fn` builds (compiled programs) by its arguments, so runs with the same settings
     in one process (a resume, a second seed, a notebook, the tests) compile once. Arguments must be
     hashable (frozen config dataclasses, tuples, strings, numbers)."""
     return functools.lru_cache(maxsize=16)(fn)
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> None:
-    """Lay out, save (110 dpi) and close a figure."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)

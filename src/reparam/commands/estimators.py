@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..estimators import measure
 from ..estimators import sweep as S
-from ..runs import Job, drive, open_run, pyplot, save_figure, write_json
+from ..runs import Job, drive, open_run, pyplot, resolve_config, save_figure, write_json
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ def check(config: EstimatorsCommand) -> tuple[list[str], list[int], str, np.ndar
 def main(config: EstimatorsCommand, console: Console | None = None, *, stop_after: int | None = None) -> list[dict]:
     """Measure every (estimator, samples) pair over the sweep, one chunk each; returns the rows."""
     console = console or Console()
+    config = resolve_config("estimators", config)  # on --resume, the options saved in the folder
     names, sizes, swept, values = check(config)
     run = open_run("estimators", config, resume=config.resume)
-    config = run.config
     combos = [(e, n) for e in names for n in sizes if not (e in S.NEED_TWO and n < 2)]
     skipped = [f"{e} at N={n}" for e in names for n in sizes if (e, n) not in combos]
     if skipped:

@@ -62,9 +62,9 @@ class CategoricalVAE(eqx.Module):
         return self.decoder(z.reshape(z.shape[:-2] + (self.num_latents * self.num_categories,)))
 
 
-def temperature(step: Array, *, tau_min: float = 0.5, anneal_rate: float = 1e-3) -> Array:
-    """Jang et al. 2017's schedule, `tau = max(tau_min, exp(-r t))` at gradient step `t` (float32)."""
-    return jnp.maximum(jnp.float32(tau_min), jnp.exp(jnp.float32(-anneal_rate) * jnp.asarray(step, jnp.float32)))
+def annealed_temperature(step: Array, *, min_temperature: float = 0.5, anneal_rate: float = 1e-3) -> Array:
+    """Jang et al. 2017's schedule, `tau = max(min_temperature, exp(-r t))` at gradient step `t` (float32)."""
+    return jnp.maximum(jnp.float32(min_temperature), jnp.exp(jnp.float32(-anneal_rate) * jnp.asarray(step, jnp.float32)))
 
 
 def relaxed_objective(model: CategoricalVAE, x: Array, key: PRNGKeyArray, tau: Array, *,

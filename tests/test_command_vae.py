@@ -10,7 +10,7 @@ import pytest
 import tyro
 
 from reparam.cli import main
-from reparam.models.run import VAERunConfig, run
+from reparam.commands.vae import VAECommand, main as run
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def test_gaussian_run_learns_and_writes_its_folder(tmp_path):
     """Ten epochs with a 2-D latent: at initialisation the decoder's logits are near 0, so the ELBO
     is about -64 log 2 = -44.4 nats; the run must pass -30 (digits' VAEs reach about -18)."""
     out = tmp_path / "run"
-    assert main(["vae", "--latent-dim", "2", "--hidden", "64", "--epochs", "10", "--batch-size", "50", "--lr", "3e-3",
+    assert main(["vae", "--latent-dim", "2", "--hidden-sizes", "64", "--epochs", "10", "--batch-size", "50", "--learning-rate", "3e-3",
                  "--eval-k", "50", "--out", str(out)]) == 0
     for name in ("config.json", "metrics.jsonl", "metrics.csv", "samples.png", "reconstructions.png", "latent.png",
                  "bounds.png", "model.eqx", "checkpoint.eqx", "checkpoint.json"):
@@ -39,7 +39,7 @@ def test_gaussian_run_learns_and_writes_its_folder(tmp_path):
     assert {"train_elbo", "test_elbo", "train_objective", "examples_per_s"} <= set(rows[0])
     assert rows[-2]["test_elbo"] > -30, rows[-2]
     assert rows[-1]["eval_k"] == 50 and rows[-2]["test_elbo"] - 0.5 < -rows[-1]["test_nll_iwae"] < 0
-    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_objective,train_elbo,test_elbo")
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_objective,examples_per_s,train_elbo,test_elbo")
 
 
 TIMING = ("examples_per_s", "eval_seconds")
@@ -51,12 +51,12 @@ def test_killed_run_resumes_exactly(tmp_path, estimator="reinforce"):
     stopped after epoch 2 of 3 and resumed: the metrics and the parameters equal those of the
     uninterrupted run."""
     args = ["--latent", "categorical", "--estimator", estimator, "--latent-dim", "3", "--num-categories", "4",
-            "--hidden", "32", "--epochs", "3", "--eval-k", "10", "--binarize", "dynamic"]
+            "--hidden-sizes", "32", "--epochs", "3", "--eval-k", "10", "--binarize", "dynamic"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["vae", *args, "--out", str(whole)]) == 0
-    config = VAERunConfig(latent="categorical", estimator=estimator, latent_dim=3, num_categories=4, hidden=(32,),
+    config = VAECommand(latent="categorical", estimator=estimator, latent_dim=3, num_categories=4, hidden_sizes=(32,),
                           epochs=3, eval_k=10, binarize="dynamic", out=killed)
-    run(config, max_epochs=2)
+    run(config, stop_after=2)
     assert [r["epoch"] for r in rows_of(killed)] == [1, 2]
     assert main(["vae", "--resume", str(killed)]) == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
@@ -74,7 +74,7 @@ def test_killed_run_resumes_exactly(tmp_path, estimator="reinforce"):
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
 ])
 def test_bad_settings_fail_in_one_line(tmp_path, args, message):
-    config = tyro.cli(VAERunConfig, args=[*args, "--out", str(tmp_path / "x")])
+    config = tyro.cli(VAECommand, args=[*args, "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError) as error:
         run(config)
     assert message in str(error.value) and "\n" not in str(error.value), error.value
@@ -90,11 +90,35 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
 def test_resume_needs_a_run_folder_and_a_sound_checkpoint(tmp_path, capsys):
     assert main(["vae", "--resume", str(tmp_path)]) == 2
     assert "is not a run folder (no config.json)" in capsys.readouterr().out
-    (tmp_path / "config.json").write_text(json.dumps({"env": "gymnax:Pendulum-v1"}))  # a SAC run's folder
+    (tmp_path / "config.json").write_text(json.dumps({"command": "sac", "format": 2, "options": {}}))  # a SAC run
     assert main(["vae", "--resume", str(tmp_path)]) == 2
-    assert "config.json is not a reparam vae config" in capsys.readouterr().out
-    (tmp_path / "config.json").write_text(json.dumps({"epochs": 2, "hidden": [8], "out": str(tmp_path)}))
-    (tmp_path / "checkpoint.json").write_text(json.dumps({"epoch": 1}))
+    assert "holds a `reparam sac` run, not a `reparam vae` run" in capsys.readouterr().out
+    (tmp_path / "config.json").write_text(json.dumps({"env": "gymnax:Pendulum-v1"}))  # written before run formats
+    assert main(["vae", "--resume", str(tmp_path)]) == 2
+    assert "older reparam" in capsys.readouterr().out
+    options = {"epochs": 2, "hidden_sizes": [8], "out": str(tmp_path)}
+    (tmp_path / "config.json").write_text(json.dumps({"command": "vae", "format": 2, "options": options}))
+    (tmp_path / "checkpoint.json").write_text(json.dumps({"chunks": 1, "rows": 0}))
+    (tmp_path / "metrics.jsonl").write_text("")
     (tmp_path / "checkpoint.eqx").write_bytes(b"not a checkpoint")
     assert main(["vae", "--resume", str(tmp_path)]) == 2
     assert "corrupt checkpoint" in capsys.readouterr().out
+
+
+def test_early_stopping_keeps_the_best_validation_weights(tmp_path):
+    """A large learning rate overfits the 8x8 digits fast; with patience 2 the run stops before its
+    40 epochs and scores the weights of the epoch with the best validation ELBO."""
+    out = tmp_path / "early"
+    rows = run(VAECommand(hidden_sizes=(256, 256), learning_rate=1e-2, batch_size=50, epochs=40, eval_k=10,
+                          validation_fraction=0.2, patience=2, out=out))
+    epochs = [r for r in rows if "validation_elbo" in r]
+    best = max(epochs, key=lambda r: r["validation_elbo"])
+    assert len(epochs) < 40 and epochs[-1]["epoch"] - best["epoch"] == 2
+    assert rows[-1]["epoch"] == best["epoch"] and "test_nll_iwae" in rows[-1]
+    assert main(["vae", "--resume", str(out)]) == 0  # a stopped run resumes straight to its end
+    assert rows_of(out)[-1]["epoch"] == best["epoch"]
+
+
+def test_patience_needs_a_validation_part(tmp_path):
+    with pytest.raises(ValueError, match="--patience needs"):
+        run(VAECommand(patience=3, out=tmp_path / "x"))

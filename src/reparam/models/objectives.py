@@ -1,0 +1,85 @@
+"""What each VAE setting maximises, as a loss for `reparam.training`, and how a trained VAE is scored
+on a whole data set (in bounded memory, through `training.evaluate`).
+
+`config` below is any object with the fields of `reparam.commands.vae.VAECommand` that are read
+(latent, latent_dim, num_categories, hidden_sizes, likelihood, objective, k, kl, num_samples,
+estimator, min_temperature, anneal_rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from ..training import TrainState, evaluate
+from .categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective, relaxed_objective
+from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound
+
+BASELINE_DECAY = 0.9
+"""REINFORCE's moving-average baseline: `b <- d b + (1 - d) mean f`, kept in `TrainState.extra`."""
+EVAL_BATCH = 100
+"""Examples per evaluation chunk (bounds the memory of large-K estimates)."""
+
+
+def init_vae(config, data_dim: int, key: PRNGKeyArray) -> GaussianVAE | CategoricalVAE:
+    """The VAE `config` describes, for `data_dim`-dimensional data."""
+    if config.latent == "gaussian":
+        return GaussianVAE(data_dim, config.latent_dim, tuple(config.hidden_sizes), config.likelihood, key=key)
+    return CategoricalVAE(data_dim, config.latent_dim, config.num_categories, tuple(config.hidden_sizes),
+                          config.likelihood, key=key)
+
+
+def temperature_at(config, step: Array) -> Array:
+    """The Gumbel-Softmax temperature after `step` gradient steps."""
+    return annealed_temperature(step, min_temperature=config.min_temperature, anneal_rate=config.anneal_rate)
+
+
+def vae_loss(config, static: PyTree) -> Callable:
+    """`loss(params, x, key, state) -> (-objective, {"objective", "signal"})` for `training.make_epoch`.
+
+    The objective is the batch mean of what `config` trains (ELBO with closed-form or Monte Carlo
+    KL, IWAE_k, a Gumbel-Softmax relaxation at the annealed temperature, or the REINFORCE
+    surrogate); `signal` is REINFORCE's mean learning signal (0 otherwise), which `update_baseline`
+    averages into `state.extra`. `static` is the model's non-array half (`eqx.partition`).
+    """
+    n, zero = config.num_samples, jnp.zeros((), jnp.float32)
+
+    def objective(model, x, key, state: TrainState) -> tuple[Array, Array]:
+        if config.latent == "gaussian":
+            if config.objective == "iwae":
+                return jnp.mean(iwae_bound(model, x, key, config.k)), zero
+            return jnp.mean(elbo(model, x, key, kl=config.kl, num_samples=n)), zero
+        if config.estimator == "reinforce":
+            surrogate, signal = reinforce_objective(model, x, key, state.extra, num_samples=n)
+            return jnp.mean(surrogate), jnp.mean(signal).astype(jnp.float32)
+        tau = temperature_at(config, state.step)
+        return jnp.mean(relaxed_objective(model, x, key, tau, straight_through=config.estimator == "st-gumbel",
+                                          num_samples=n)), zero
+
+    def loss(params, x, key, state):
+        value, signal = objective(eqx.combine(params, static), x, key, state)
+        return -value, {"objective": value, "signal": signal}
+
+    return loss
+
+
+def update_baseline(state: TrainState, metrics: dict) -> Array:
+    """The next moving average of REINFORCE's learning signal (`TrainState.extra`)."""
+    return BASELINE_DECAY * state.extra + (1 - BASELINE_DECAY) * metrics["signal"]
+
+
+def dataset_elbo(model, x: Array, key: PRNGKeyArray) -> Array:
+    """The data set's mean ELBO (closed-form KL, one sample per example; for a categorical latent the
+    true discrete ELBO, whatever trained it), `EVAL_BATCH` examples at a time."""
+    return evaluate(lambda xb, k: elbo(model, xb, k), x, key, EVAL_BATCH)
+
+
+def dataset_log_likelihood(model, x: Array, key: PRNGKeyArray, k: int) -> Array:
+    """The data set's mean `log p(x)`, importance-sampled with `k` posterior draws per example
+    (IWAE_k, drawn 100 at a time): test NLL is its negative."""
+    chunk = math.gcd(k, 100)
+    return evaluate(lambda xb, kb: estimate_log_likelihood(model, xb, kb, k, chunk), x, key, EVAL_BATCH)
