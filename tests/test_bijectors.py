@@ -32,8 +32,6 @@ from reparam.bijectors import (
 )
 from reparam.distributions import Independent, Normal, Transformed
 
-
-
 # Round-trip tolerances per dtype (relative to magnitude, plus a floor).
 TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-11, atol=1e-11)}
 
@@ -366,7 +364,7 @@ def test_chain_mixing_elementwise_and_coupling_vs_jacfwd():
     check_vector_log_dets(chain, normal_draws((64, 4), 8, "float64"), 1e-8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fresh_mlp(dim):
     """A freshly built CouplingMLP (compiled: eager equinox initialisation is slow)."""
     return eqx.filter_jit(lambda key: CouplingMLP(dim, WIDTH, DEPTH, key=key))(jax.random.key(100 + dim))

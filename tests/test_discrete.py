@@ -16,8 +16,6 @@ import scipy.stats
 
 from reparam.distributions import Bernoulli, Categorical, NotReparameterizedError
 
-
-
 ALPHA = 1e-3
 N = 50000
 
@@ -37,7 +35,7 @@ def log_softmax64(logits):
         return shifted - np.log(np.sum(np.exp(shifted), -1, keepdims=True))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def draws(dtype):
     """N draws from Categorical(CAT_L) and Bernoulli(BERN_L), by `sample` and by
     `sample_and_log_prob`, and the gradient of the summed log-probabilities w.r.t. the logits."""

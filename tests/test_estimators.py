@@ -12,8 +12,15 @@ import pytest
 
 import reparam as rp
 from reparam.estimators import (
-    gumbel_softmax, measure, measure_valued, moving_average_baseline, pathwise, score_function,
-    score_function_control_variate, score_function_loo, straight_through_gumbel,
+    gumbel_softmax,
+    measure,
+    measure_valued,
+    moving_average_baseline,
+    pathwise,
+    score_function,
+    score_function_control_variate,
+    score_function_loo,
+    straight_through_gumbel,
 )
 from reparam.estimators import problems as P
 from reparam.estimators.variance import repeated_estimates
@@ -22,23 +29,33 @@ R = 4000
 
 
 def estimates_of(estimator, problem, num_samples, seed=0, repeats=R):
-    run = jax.jit(lambda k: repeated_estimates(estimator, problem.f, problem.dist_fn, problem.params, k, repeats, num_samples))
+    run = jax.jit(
+        lambda k: repeated_estimates(estimator, problem.f, problem.dist_fn, problem.params, k, repeats, num_samples)
+    )
     return run(jax.random.key(seed))
 
 
 def assert_unbiased(estimates, exact, k=5.0):
-    for g, e in zip(jax.tree_util.tree_leaves(estimates), jax.tree_util.tree_leaves(exact)):
+    for g, e in zip(jax.tree_util.tree_leaves(estimates), jax.tree_util.tree_leaves(exact), strict=True):
         g, e = np.asarray(g), np.asarray(e)
         se = g.std(0) / np.sqrt(len(g))
         assert np.all(np.abs(g.mean(0) - e) <= k * se + 1e-9), (g.mean(0), e, se)
 
 
 UNBIASED = {
-    "pathwise": pathwise, "score": score_function, "score-baseline": functools.partial(score_function, baseline=1.5),
-    "score-ma": moving_average_baseline(0.9), "score-rloo": score_function_loo, "score-cv": score_function_control_variate,
+    "pathwise": pathwise,
+    "score": score_function,
+    "score-baseline": functools.partial(score_function, baseline=1.5),
+    "score-ma": moving_average_baseline(0.9),
+    "score-rloo": score_function_loo,
+    "score-cv": score_function_control_variate,
     "measure-valued": measure_valued,
 }
-NORMAL_PROBLEMS = {"quadratic": P.quadratic(2.0, 0.5, 1.3), "exponential": P.exponential(0.2, 0.7), "cosine": P.cosine(3.0, 0.4, 0.8)}
+NORMAL_PROBLEMS = {
+    "quadratic": P.quadratic(2.0, 0.5, 1.3),
+    "exponential": P.exponential(0.2, 0.7),
+    "cosine": P.cosine(3.0, 0.4, 0.8),
+}
 
 
 @pytest.mark.parametrize("estimator", list(UNBIASED))
@@ -54,7 +71,11 @@ def test_unbiased_on_the_vae_problem(estimator):
     assert_unbiased(estimates_of(UNBIASED[estimator], p, 4, repeats=2000), p.exact_grad(p.params))
 
 
-@pytest.mark.parametrize("problem", [P.categorical(logits=jnp.array([0.5, -0.2, 0.0, 1.0])), P.bernoulli(0.45, 3, jnp.array([0.3, -0.5, 1.0]))], ids=["categorical", "bernoulli"])
+@pytest.mark.parametrize(
+    "problem",
+    [P.categorical(logits=jnp.array([0.5, -0.2, 0.0, 1.0])), P.bernoulli(0.45, 3, jnp.array([0.3, -0.5, 1.0]))],
+    ids=["categorical", "bernoulli"],
+)
 @pytest.mark.parametrize("estimator", ["score", "score-rloo", "score-cv", "score-ma"])
 def test_score_function_unbiased_on_discrete_problems(problem, estimator):
     assert_unbiased(estimates_of(UNBIASED[estimator], problem, 4), problem.exact_grad(problem.params))
@@ -74,10 +95,13 @@ def test_relaxed_estimators_are_biased_and_the_bias_shrinks_with_temperature(rel
     assert hot_bias > 5 * hot_se  # clearly biased at high temperature
     # Gumbel-Softmax's bias vanishes as T -> 0; straight-through's only shrinks (its gradient stays
     # that of a relaxed sample while its forward value is exact).
-    assert cold_bias + 2 * cold_se < (0.5 if relaxed is gumbel_softmax else 0.8) * hot_bias, (cold_bias, cold_se, hot_bias)
+    factor = 0.5 if relaxed is gumbel_softmax else 0.8
+    assert cold_bias + 2 * cold_se < factor * hot_bias, (cold_bias, cold_se, hot_bias)
 
 
-@pytest.mark.parametrize("mu,sigma,k,n", [(1.0, 1.0, 0.0, 1), (1.0, 1.0, 3.0, 1), (0.5, 2.0, -1.0, 1), (1.0, 0.5, 2.0, 5)])
+@pytest.mark.parametrize(
+    "mu,sigma,k,n", [(1.0, 1.0, 0.0, 1), (1.0, 1.0, 3.0, 1), (0.5, 2.0, -1.0, 1), (1.0, 0.5, 2.0, 5)]
+)
 def test_variances_match_their_closed_forms(mu, sigma, k, n):
     problem = P.quadratic(k, mu, sigma)
     closed = P.quadratic_variance(k, mu, sigma, n)
@@ -100,7 +124,10 @@ def test_mohamed_figures_at_mu_sigma_one():
 
 def test_each_baseline_reduces_score_function_variance():
     problem = P.quadratic(-2.0)
-    total = lambda est: sum(float(np.var(np.asarray(l), 0, ddof=1)) for l in jax.tree_util.tree_leaves(estimates_of(est, problem, 10)))
+    def total(est):
+        leaves = jax.tree_util.tree_leaves(estimates_of(est, problem, 10))
+        return sum(float(np.var(np.asarray(leaf), 0, ddof=1)) for leaf in leaves)
+
     plain = total(score_function)
     for estimator in (moving_average_baseline(0.9), score_function_loo, score_function_control_variate):
         assert total(estimator) < 0.75 * plain  # MA ~0.5x, RLOO and CV lower still

@@ -52,6 +52,10 @@ def second_moment(frozen):
     return frozen.moment(2)
 
 
+def scipy_gamma(concentration, rate):
+    return st.gamma(concentration, scale=1 / rate)
+
+
 UNIVARIATE = {
     "normal": (rp.Normal, dict(loc=0.7, scale=1.3), lambda loc, scale: st.norm(loc, scale)),
     "laplace": (rp.Laplace, dict(loc=-0.4, scale=0.8), lambda loc, scale: st.laplace(loc, scale)),
@@ -59,8 +63,8 @@ UNIVARIATE = {
     "gumbel": (rp.Gumbel, dict(loc=0.3, scale=0.9), lambda loc, scale: st.gumbel_r(loc, scale)),
     "uniform": (rp.Uniform, dict(low=-0.5, high=2.0), lambda low, high: st.uniform(low, high - low)),
     "lognormal": (rp.LogNormal, dict(loc=0.2, scale=0.4), lambda loc, scale: st.lognorm(s=scale, scale=np.exp(loc))),
-    "gamma": (rp.Gamma, dict(concentration=0.8, rate=1.7), lambda concentration, rate: st.gamma(concentration, scale=1 / rate)),
-    "gamma-large": (rp.Gamma, dict(concentration=6.0, rate=0.5), lambda concentration, rate: st.gamma(concentration, scale=1 / rate)),
+    "gamma": (rp.Gamma, dict(concentration=0.8, rate=1.7), scipy_gamma),
+    "gamma-large": (rp.Gamma, dict(concentration=6.0, rate=0.5), scipy_gamma),
     "beta": (rp.Beta, dict(a=0.7, b=2.5), lambda a, b: st.beta(a, b)),
     "beta-large": (rp.Beta, dict(a=5.0, b=3.0), lambda a, b: st.beta(a, b)),
 }

@@ -22,8 +22,6 @@ import scipy.stats
 
 from reparam.distributions import RelaxedBernoulli, RelaxedOneHotCategorical, hard_forward_soft_gradient
 
-
-
 ALPHA = 1e-3
 N = 20000  # draws per batch member
 
@@ -113,7 +111,7 @@ RB_T = np.array([0.5, 2.0, 0.3])
 RB_L = np.array([0.7, -1.0, 0.0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rb_draws(dtype):
     out = jax.jit(functools.partial(draws_of, RelaxedBernoulli))(arr(RB_T, dtype), arr(RB_L, dtype), jax.random.key(2))
     out = {k: np.asarray(v) for k, v in out.items()}
@@ -126,7 +124,7 @@ ROC_T = np.array([2.0, 1.0, 0.5, 0.1, 0.01])
 ROC_L = np.broadcast_to(np.array([1.0, 0.0, -1.0, 0.5]), (5, 4)).copy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def roc_draws(dtype):
     out = jax.jit(functools.partial(draws_of, RelaxedOneHotCategorical))(
         arr(ROC_T, dtype), arr(ROC_L, dtype), jax.random.key(1)
@@ -382,7 +380,7 @@ def test_pathwise_gradient_matches_derivative_of_expectation(dtype):
     h = 1e-4
     exact = np.array([
         (expected_relaxed_bernoulli(l + h, t) - expected_relaxed_bernoulli(l - h, t)) / (2 * h)
-        for t, l in zip(temperature, logits)
+        for t, l in zip(temperature, logits, strict=True)
     ])
     n = N
     keys = jax.random.split(jax.random.key(7), n)

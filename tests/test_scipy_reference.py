@@ -3,8 +3,8 @@ hypothesis-drawn parameters; samples against scipy with KS tests and moment chec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -130,7 +130,9 @@ def test_multivariate_normal_against_scipy(seed, d):
     x = ref.rvs(size=7, random_state=rng).reshape(7, d)
     for dtype, tol in TOL.items():
         ours = rp.MultivariateNormal(np.asarray(loc, dtype), np.asarray(tril, dtype))
-        np.testing.assert_allclose(ours.log_prob(jnp.asarray(x, dtype)), ref.logpdf(x), rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+        np.testing.assert_allclose(
+            ours.log_prob(jnp.asarray(x, dtype)), ref.logpdf(x), rtol=tol["rtol"] * 10, atol=tol["atol"] * 10
+        )
         np.testing.assert_allclose(ours.entropy(), ref.entropy(), **tol)
         np.testing.assert_allclose(ours.covariance(), tril @ tril.T, **tol)
         np.testing.assert_allclose(ours.variance(), np.diag(tril @ tril.T), **tol)
@@ -145,7 +147,9 @@ def test_multivariate_normal_batched_log_prob_and_samples():
     x = d.rsample(jax.random.key(0), (5000,))
     assert x.shape == (5000, 4, 3)
     lp = d.log_prob(x)
-    ref = np.stack([st.multivariate_normal(locs[i], trils[i] @ trils[i].T).logpdf(np.asarray(x[:, i])) for i in range(4)], 1)
+    ref = np.stack(
+        [st.multivariate_normal(locs[i], trils[i] @ trils[i].T).logpdf(np.asarray(x[:, i])) for i in range(4)], 1
+    )
     np.testing.assert_allclose(lp, ref, rtol=1e-9)
     # Projections of the samples on a direction are Normal: KS against the exact marginal.
     w = np.array([0.3, -1.0, 0.5])
@@ -174,7 +178,9 @@ def test_dirichlet_against_scipy(seed, k):
     x = x / x.sum(-1, keepdims=True)
     for dtype, tol in TOL.items():
         ours = rp.Dirichlet(np.asarray(alpha, dtype))
-        np.testing.assert_allclose(ours.log_prob(jnp.asarray(x, dtype)), ref.logpdf(x.T), rtol=tol["rtol"] * 10, atol=tol["atol"] * 50)
+        np.testing.assert_allclose(
+            ours.log_prob(jnp.asarray(x, dtype)), ref.logpdf(x.T), rtol=tol["rtol"] * 10, atol=tol["atol"] * 50
+        )
         np.testing.assert_allclose(ours.entropy(), ref.entropy(), rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
         np.testing.assert_allclose(ours.mean(), ref.mean(), **tol)
         np.testing.assert_allclose(ours.variance(), ref.var(), rtol=tol["rtol"] * 10)

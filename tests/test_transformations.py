@@ -12,23 +12,39 @@ import pytest
 import reparam as rp
 
 # name -> (constructor from a parameter dict, parameters, methods besides log_prob/sampling)
+MOMENTS = ("entropy", "mean", "mode", "variance")
+SCALAR = ("cdf", *MOMENTS)
 CASES = {
-    "normal": (lambda p: rp.Normal(p["a"], p["b"]), dict(a=0.3, b=1.2), ["cdf", "entropy", "mean", "mode", "variance", "stddev"]),
-    "laplace": (lambda p: rp.Laplace(p["a"], p["b"]), dict(a=0.3, b=1.2), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "logistic": (lambda p: rp.Logistic(p["a"], p["b"]), dict(a=0.3, b=1.2), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "gumbel": (lambda p: rp.Gumbel(p["a"], p["b"]), dict(a=0.3, b=1.2), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "uniform": (lambda p: rp.Uniform(p["a"], p["a"] + p["b"]), dict(a=-0.3, b=2.0), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "lognormal": (lambda p: rp.LogNormal(p["a"], p["b"]), dict(a=0.3, b=0.6), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "gamma": (lambda p: rp.Gamma(p["a"], p["b"]), dict(a=2.3, b=1.2), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "beta": (lambda p: rp.Beta(p["a"], p["b"]), dict(a=2.3, b=1.7), ["cdf", "entropy", "mean", "mode", "variance"]),
-    "dirichlet": (lambda p: rp.Dirichlet(jnp.stack([p["a"], p["b"], p["a"] + p["b"]])), dict(a=2.3, b=1.7), ["entropy", "mean", "mode", "variance"]),
-    "mvn": (lambda p: rp.MultivariateNormal(jnp.stack([p["a"], -p["a"]]), jnp.array([[1.0, 0.0], [0.5, 1.0]]) * p["b"]), dict(a=0.3, b=1.2), ["entropy", "mean", "mode", "variance"]),
-    "mvn-diag": (lambda p: rp.MultivariateNormalDiag(jnp.stack([p["a"], -p["a"]]), jnp.stack([p["b"], 2 * p["b"]])), dict(a=0.3, b=1.2), ["entropy", "mean", "mode", "variance"]),
-    "tanh-normal": (lambda p: rp.TanhNormal(p["a"], p["b"], -2.0, 3.0), dict(a=0.3, b=1.2), ["cdf", "mode"]),
-    "relaxed-categorical": (lambda p: rp.RelaxedOneHotCategorical(p["b"], jnp.stack([p["a"], 0.0 * p["a"], -p["a"]])), dict(a=0.3, b=0.7), []),
-    "relaxed-bernoulli": (lambda p: rp.RelaxedBernoulli(p["b"], p["a"]), dict(a=0.3, b=0.7), []),
-    "categorical": (lambda p: rp.Categorical(jnp.stack([p["a"], p["b"], 0.0 * p["a"]])), dict(a=0.3, b=-0.7), ["entropy", "mode"]),
-    "bernoulli": (lambda p: rp.Bernoulli(p["a"] + p["b"]), dict(a=0.3, b=-0.7), ["cdf", "entropy", "mean", "mode", "variance"]),
+    "normal": (lambda p: rp.Normal(p["a"], p["b"]), dict(a=0.3, b=1.2), (*SCALAR, "stddev")),
+    "laplace": (lambda p: rp.Laplace(p["a"], p["b"]), dict(a=0.3, b=1.2), SCALAR),
+    "logistic": (lambda p: rp.Logistic(p["a"], p["b"]), dict(a=0.3, b=1.2), SCALAR),
+    "gumbel": (lambda p: rp.Gumbel(p["a"], p["b"]), dict(a=0.3, b=1.2), SCALAR),
+    "uniform": (lambda p: rp.Uniform(p["a"], p["a"] + p["b"]), dict(a=-0.3, b=2.0), SCALAR),
+    "lognormal": (lambda p: rp.LogNormal(p["a"], p["b"]), dict(a=0.3, b=0.6), SCALAR),
+    "gamma": (lambda p: rp.Gamma(p["a"], p["b"]), dict(a=2.3, b=1.2), SCALAR),
+    "beta": (lambda p: rp.Beta(p["a"], p["b"]), dict(a=2.3, b=1.7), SCALAR),
+    "dirichlet": (lambda p: rp.Dirichlet(jnp.stack([p["a"], p["b"], p["a"] + p["b"]])), dict(a=2.3, b=1.7), MOMENTS),
+    "mvn": (
+        lambda p: rp.MultivariateNormal(jnp.stack([p["a"], -p["a"]]), jnp.array([[1.0, 0.0], [0.5, 1.0]]) * p["b"]),
+        dict(a=0.3, b=1.2),
+        MOMENTS,
+    ),
+    "mvn-diag": (
+        lambda p: rp.MultivariateNormalDiag(jnp.stack([p["a"], -p["a"]]), jnp.stack([p["b"], 2 * p["b"]])),
+        dict(a=0.3, b=1.2),
+        MOMENTS,
+    ),
+    "tanh-normal": (lambda p: rp.TanhNormal(p["a"], p["b"], -2.0, 3.0), dict(a=0.3, b=1.2), ("cdf", "mode")),
+    "relaxed-categorical": (
+        lambda p: rp.RelaxedOneHotCategorical(p["b"], jnp.stack([p["a"], 0.0 * p["a"], -p["a"]])),
+        dict(a=0.3, b=0.7),
+        (),
+    ),
+    "relaxed-bernoulli": (lambda p: rp.RelaxedBernoulli(p["b"], p["a"]), dict(a=0.3, b=0.7), ()),
+    "categorical": (
+        lambda p: rp.Categorical(jnp.stack([p["a"], p["b"], 0.0 * p["a"]])), dict(a=0.3, b=-0.7), ("entropy", "mode")
+    ),
+    "bernoulli": (lambda p: rp.Bernoulli(p["a"] + p["b"]), dict(a=0.3, b=-0.7), SCALAR),
 }
 NAMES = list(CASES)
 

@@ -13,6 +13,11 @@ import reparam as rp
 NAN, INF = float("nan"), float("inf")
 TRIL = np.array([[1.0, 0.0], [0.5, 1.0]])
 
+
+def mvn_with_tril(rows):
+    return rp.MultivariateNormal(jnp.zeros(2), jnp.array(rows))
+
+
 INVALID = [
     ("normal scale 0", lambda v: rp.Normal(0.0, v), 0.0, "Normal: scale must be positive and finite"),
     ("normal scale < 0", lambda v: rp.Normal(0.0, v), -1.0, "Normal: scale must be positive"),
@@ -29,17 +34,37 @@ INVALID = [
     ("gamma rate", lambda v: rp.Gamma(1.0, v), -1.0, "Gamma: rate must be positive"),
     ("beta a", lambda v: rp.Beta(v, 1.0), 0.0, "Beta: a must be positive"),
     ("beta b", lambda v: rp.Beta(1.0, v), NAN, "Beta: b must be positive"),
-    ("dirichlet", lambda v: rp.Dirichlet(jnp.stack([jnp.asarray(v), jnp.asarray(1.0)])), 0.0, "Dirichlet: concentration must be positive"),
+    (
+        "dirichlet",
+        lambda v: rp.Dirichlet(jnp.stack([jnp.asarray(v), jnp.asarray(1.0)])),
+        0.0,
+        "Dirichlet: concentration must be positive",
+    ),
     ("tanh-normal bounds", lambda v: rp.TanhNormal(0.0, 1.0, v, 1.0), 2.0, "TanhNormal: need finite low < high"),
     ("tanh-normal scale", lambda v: rp.TanhNormal(0.0, v), 0.0, "Normal: scale must be positive"),
-    ("relaxed temperature 0", lambda v: rp.RelaxedOneHotCategorical(v, jnp.zeros(3)), 0.0, "temperature must be positive"),
+    (
+        "relaxed temperature 0",
+        lambda v: rp.RelaxedOneHotCategorical(v, jnp.zeros(3)),
+        0.0,
+        "temperature must be positive",
+    ),
     ("relaxed temperature < 0", lambda v: rp.RelaxedBernoulli(v, 0.0), -0.5, "temperature must be positive"),
-    ("categorical nan", lambda v: rp.Categorical(jnp.stack([jnp.asarray(v), jnp.asarray(0.0)])), NAN, "Categorical: logits must not be NaN"),
+    (
+        "categorical nan",
+        lambda v: rp.Categorical(jnp.stack([jnp.asarray(v), jnp.asarray(0.0)])),
+        NAN,
+        "Categorical: logits must not be NaN",
+    ),
     ("bernoulli nan", lambda v: rp.Bernoulli(v), NAN, "Bernoulli: logits must be finite"),
-    ("mvn not lower", lambda v: rp.MultivariateNormal(jnp.zeros(2), jnp.array([[1.0, v], [0.0, 1.0]])), 0.5, "lower triangular"),
-    ("mvn singular", lambda v: rp.MultivariateNormal(jnp.zeros(2), jnp.array([[1.0, 0.0], [0.3, v]])), 0.0, "positive diagonal"),
-    ("mvn negative diagonal", lambda v: rp.MultivariateNormal(jnp.zeros(2), jnp.array([[v, 0.0], [0.3, 1.0]])), -1.0, "positive diagonal"),
-    ("mvn loc nan", lambda v: rp.MultivariateNormal(jnp.stack([jnp.asarray(v), jnp.asarray(0.0)]), TRIL), NAN, "loc must be finite"),
+    ("mvn not lower", lambda v: mvn_with_tril([[1.0, v], [0.0, 1.0]]), 0.5, "lower triangular"),
+    ("mvn singular", lambda v: mvn_with_tril([[1.0, 0.0], [0.3, v]]), 0.0, "positive diagonal"),
+    ("mvn negative diagonal", lambda v: mvn_with_tril([[v, 0.0], [0.3, 1.0]]), -1.0, "positive diagonal"),
+    (
+        "mvn loc nan",
+        lambda v: rp.MultivariateNormal(jnp.stack([jnp.asarray(v), jnp.asarray(0.0)]), TRIL),
+        NAN,
+        "loc must be finite",
+    ),
 ]
 IDS = [case[0] for case in INVALID]
 
@@ -104,7 +129,8 @@ def test_outside_the_support_is_minus_infinity_with_finite_gradients(name, dist,
     x = jnp.asarray(values)
     lp = dist.log_prob(x)
     assert np.all(np.asarray(lp) == -np.inf), lp
-    leaves = jax.tree_util.tree_leaves(jax.grad(lambda d: jnp.sum(jnp.where(jnp.isfinite(d.log_prob(x)), d.log_prob(x), 0.0)))(dist))
+    grads = jax.grad(lambda d: jnp.sum(jnp.where(jnp.isfinite(d.log_prob(x)), d.log_prob(x), 0.0)))(dist)
+    leaves = jax.tree_util.tree_leaves(grads)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
 
 
