@@ -1,4 +1,5 @@
-"""reparam.data: digits and its split, IDX/npz loading and its errors, binarization, epoch batches."""
+"""reparam.data: digits and its split, IDX/npz loading and its errors, binarization, epoch batches of
+pytrees, grey levels and dequantization."""
 
 import gzip
 import re
@@ -10,8 +11,19 @@ import pytest
 from sklearn.datasets import load_digits as sklearn_digits
 
 from reparam.data import (
-    binarize_dynamic, binarize_static, digits_split, epoch_batches, load_dataset, read_idx,
+    binarize_dynamic,
+    binarize_static,
+    bits_per_dim,
+    dequantize,
+    digits_split,
+    epoch_batches,
+    grey_levels,
+    load_dataset,
+    num_examples,
+    read_idx,
+    requantize,
 )
+from reparam.data.batching import _cell_point, _subcell_bits
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +145,80 @@ def test_epoch_batches_rejects_bad_batch_size(batch_size):
     x = jnp.zeros((12, 2), jnp.float32)
     one_line_error(ValueError, f"batch_size must be in 1..12 (the number of examples), got {batch_size}",
                    epoch_batches, jax.random.key(0), x, batch_size)
+
+
+def test_epoch_batches_of_a_pytree_share_one_permutation():
+    n, batch_size = 23, 5
+    ids = jnp.arange(n, dtype=jnp.int32)
+    data = {"x": jnp.stack([ids, 2 * ids], axis=1).astype(jnp.float32), "y": ids, "nested": (-ids,)}
+    batches = epoch_batches(jax.random.key(0), data, batch_size)
+    assert batches["x"].shape == (4, 5, 2) and batches["y"].shape == (4, 5) and batches["nested"][0].shape == (4, 5)
+    assert batches["y"].dtype == jnp.int32 and batches["x"].dtype == jnp.float32
+    y = np.asarray(batches["y"])
+    assert len(np.unique(y)) == 20
+    np.testing.assert_array_equal(np.asarray(batches["x"]), np.stack([y, 2 * y], axis=-1))  # same order everywhere
+    np.testing.assert_array_equal(np.asarray(batches["nested"][0]), -y)
+    plain = epoch_batches(jax.random.key(0), ids, batch_size)  # the one-leaf case: the same permutation
+    np.testing.assert_array_equal(np.asarray(plain), y)
+
+
+def test_epoch_batches_rejects_mismatched_or_empty_pytrees():
+    x, y = jnp.zeros((12, 2), jnp.float32), jnp.zeros((11,), jnp.int32)
+    one_line_error(ValueError, "epoch_batches: every leaf of data needs the same leading size (the number of "
+                   "examples), got [0] 12, [1] 11", epoch_batches, jax.random.key(0), (x, y), 4)
+    one_line_error(ValueError, "epoch_batches: ['s'] is a scalar", epoch_batches, jax.random.key(0),
+                   {"x": x, "s": jnp.zeros((), jnp.float32)}, 4)
+    one_line_error(ValueError, "epoch_batches: data holds no arrays", epoch_batches, jax.random.key(0), {}, 4)
+    assert num_examples((x, {"a": x[:, 0]})) == 12
+
+
+# --- grey levels and dequantization --------------------------------------------------------------
+
+def test_grey_levels_of_digits_are_exact(digits):
+    levels = grey_levels(digits.x_train)
+    assert levels.dtype == jnp.int32
+    train, _ = digits_split()
+    np.testing.assert_array_equal(np.asarray(levels), sklearn_digits().data[train].astype(np.int32))
+    np.testing.assert_array_equal(np.asarray(digits.x_train) * 16, np.asarray(levels))  # x * 16 is exact
+    pixels = jnp.arange(256, dtype=jnp.float32) / 255
+    np.testing.assert_array_equal(np.asarray(grey_levels(pixels, 256)), np.arange(256))  # MNIST's pixel / 255
+
+
+def test_dequantize_stays_in_its_cell_at_the_extreme_sub_cells():
+    # The first and last of the 2^m sub-cells of every level: strictly inside [l/L, (l+1)/L), in float32
+    # and in exact (float64) arithmetic, so y < 1 and floor(y L) == l.
+    for num_levels in (2, 17, 256, 1000):
+        m = _subcell_bits(num_levels)
+        levels = jnp.arange(num_levels, dtype=jnp.int32)
+        for k in (0, 2**m - 1):
+            y = _cell_point(levels, jnp.full(levels.shape, k, jnp.int32), num_levels)
+            assert y.dtype == jnp.float32
+            np.testing.assert_array_equal(np.asarray(requantize(y, num_levels)), np.arange(num_levels))
+            exact = np.floor(np.asarray(y, np.float64) * num_levels)
+            np.testing.assert_array_equal(exact, np.arange(num_levels))
+            assert float(y.max()) < 1.0
+
+
+def test_dequantize_values_and_mean():
+    num_levels, n = 17, 20_000
+    levels = jnp.broadcast_to(jnp.arange(num_levels, dtype=jnp.int32), (n, num_levels))
+    y = dequantize(jax.random.key(0), levels)
+    assert y.dtype == jnp.float32 and y.shape == (n, num_levels)
+    assert float(y.min()) >= 0.0 and float(y.max()) < 1.0
+    np.testing.assert_array_equal(np.asarray(requantize(y)), np.asarray(levels))  # the floor recovers the levels
+    np.testing.assert_array_equal(np.floor(np.asarray(y, np.float64) * num_levels), np.asarray(levels))
+    mean = np.asarray(y, np.float64).mean(axis=0)
+    se = (1 / num_levels) / np.sqrt(12 * n)  # u ~ U[0, 1): sd 1/sqrt(12), scaled by 1/L
+    assert np.all(np.abs(mean - (np.arange(num_levels) + 0.5) / num_levels) <= 5 * se)
+    assert not np.array_equal(np.asarray(dequantize(jax.random.key(1), levels)), np.asarray(y))
+    np.testing.assert_array_equal(np.asarray(dequantize(jax.random.key(0), levels)), np.asarray(y))
+    one_line_error(ValueError, "dequantize: levels must be integers 0..16 (see grey_levels)", dequantize,
+                   jax.random.key(0), jnp.zeros(3, jnp.float32))
+
+
+def test_bits_per_dim():
+    assert float(bits_per_dim(jnp.float32(64 * np.log(2)), 64)) == pytest.approx(1.0, rel=1e-6)
+    assert float(bits_per_dim(44.3614, 64)) == pytest.approx(1.0, abs=1e-5)  # 1 bit/dim = 44.36 nats per 8x8
 
 
 # --- MNIST format: IDX folders and npz ------------------------------------------------------------
