@@ -12,8 +12,14 @@ from scipy.special import logsumexp
 
 from reparam.data import binarize_static, load_dataset
 from reparam.models.baselines import (
-    BernoulliMixture, fit_bernoulli_mixture, fit_independent_bernoulli, init_bernoulli_mixture,
-    log_likelihood, map_objective, mixture_log_likelihood, run_em,
+    BernoulliMixture,
+    fit_bernoulli_mixture,
+    fit_independent_bernoulli,
+    init_bernoulli_mixture,
+    log_likelihood,
+    map_objective,
+    mixture_log_likelihood,
+    run_em,
 )
 
 

@@ -10,7 +10,8 @@ import pytest
 import tyro
 
 from reparam.cli import main
-from reparam.commands.vae import VAECommand, main as run
+from reparam.commands.vae import VAECommand
+from reparam.commands.vae import main as run
 
 
 @pytest.fixture(autouse=True)
@@ -29,17 +30,52 @@ def test_gaussian_run_learns_and_writes_its_folder(tmp_path):
     """Ten epochs with a 2-D latent: at initialisation the decoder's logits are near 0, so the ELBO
     is about -64 log 2 = -44.4 nats; the run must pass -30 (digits' VAEs reach about -18)."""
     out = tmp_path / "run"
-    assert main(["vae", "--latent-dim", "2", "--hidden-sizes", "64", "--epochs", "10", "--batch-size", "50", "--learning-rate", "3e-3",
-                 "--eval-k", "50", "--out", str(out)]) == 0
-    for name in ("config.json", "metrics.jsonl", "metrics.csv", "samples.png", "reconstructions.png", "latent.png",
-                 "bounds.png", "model.eqx", "checkpoint.eqx", "checkpoint.json"):
+    assert (
+        main(
+            [
+                "vae",
+                "--latent-dim",
+                "2",
+                "--hidden-sizes",
+                "64",
+                "--epochs",
+                "10",
+                "--batch-size",
+                "50",
+                "--learning-rate",
+                "3e-3",
+                "--eval-k",
+                "50",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "samples.png",
+        "reconstructions.png",
+        "latent.png",
+        "bounds.png",
+        "model.eqx",
+        "checkpoint.eqx",
+        "checkpoint.json",
+    ):
         assert (out / name).exists(), name
     rows = rows_of(out)
     assert [r["epoch"] for r in rows] == list(range(1, 11)) + [10]
     assert {"train_elbo", "test_elbo", "train_objective", "examples_per_s"} <= set(rows[0])
     assert rows[-2]["test_elbo"] > -30, rows[-2]
     assert rows[-1]["eval_k"] == 50 and rows[-2]["test_elbo"] - 0.5 < -rows[-1]["test_nll_iwae"] < 0
-    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_objective,examples_per_s,train_elbo,test_elbo")
+    assert (
+        (out / "metrics.csv")
+        .read_text()
+        .splitlines()[0]
+        .startswith("epoch,train_objective,examples_per_s,train_elbo,test_elbo")
+    )
 
 
 TIMING = ("examples_per_s", "eval_seconds")
@@ -50,12 +86,37 @@ def test_killed_run_resumes_exactly(tmp_path, estimator="reinforce"):
     the moving-average baseline) on dynamically binarized digits (fresh pixels every batch),
     stopped after epoch 2 of 3 and resumed: the metrics and the parameters equal those of the
     uninterrupted run."""
-    args = ["--latent", "categorical", "--estimator", estimator, "--latent-dim", "3", "--num-categories", "4",
-            "--hidden-sizes", "32", "--epochs", "3", "--eval-k", "10", "--binarize", "dynamic"]
+    args = [
+        "--latent",
+        "categorical",
+        "--estimator",
+        estimator,
+        "--latent-dim",
+        "3",
+        "--num-categories",
+        "4",
+        "--hidden-sizes",
+        "32",
+        "--epochs",
+        "3",
+        "--eval-k",
+        "10",
+        "--binarize",
+        "dynamic",
+    ]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["vae", *args, "--out", str(whole)]) == 0
-    config = VAECommand(latent="categorical", estimator=estimator, latent_dim=3, num_categories=4, hidden_sizes=(32,),
-                          epochs=3, eval_k=10, binarize="dynamic", out=killed)
+    config = VAECommand(
+        latent="categorical",
+        estimator=estimator,
+        latent_dim=3,
+        num_categories=4,
+        hidden_sizes=(32,),
+        epochs=3,
+        eval_k=10,
+        binarize="dynamic",
+        out=killed,
+    )
     run(config, stop_after=2)
     assert [r["epoch"] for r in rows_of(killed)] == [1, 2]
     assert main(["vae", "--resume", str(killed)]) == 0
@@ -64,15 +125,18 @@ def test_killed_run_resumes_exactly(tmp_path, estimator="reinforce"):
     assert (killed / "model.eqx").read_bytes() == (whole / "model.eqx").read_bytes()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
-    (["--k", "0"], "--k must be >= 1, got 0"),
-    (["--estimator", "gumbel"], "--estimator gumbel is for --latent categorical"),
-    (["--batch-size", "5000"], "--batch-size 5000 exceeds the 1500 training examples of digits"),
-    (["--binarize", "none"], "--likelihood bernoulli needs binary data"),
-    (["--latent", "categorical", "--objective", "iwae"], "--latent categorical trains the ELBO"),
-    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
+        (["--k", "0"], "--k must be >= 1, got 0"),
+        (["--estimator", "gumbel"], "--estimator gumbel is for --latent categorical"),
+        (["--batch-size", "5000"], "--batch-size 5000 exceeds the 1500 training examples of digits"),
+        (["--binarize", "none"], "--likelihood bernoulli needs binary data"),
+        (["--latent", "categorical", "--objective", "iwae"], "--latent categorical trains the ELBO"),
+        (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    ],
+)
 def test_bad_settings_fail_in_one_line(tmp_path, args, message):
     config = tyro.cli(VAECommand, args=[*args, "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError) as error:
@@ -84,7 +148,9 @@ def test_bad_settings_fail_in_one_line(tmp_path, args, message):
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main(["vae", "--estimator", "reinforce", "--out", str(tmp_path / "x")]) == 2
     said = capsys.readouterr().out
-    assert said.startswith("reparam: error: --estimator reinforce is for --latent categorical") and "Traceback" not in said
+    assert (
+        said.startswith("reparam: error: --estimator reinforce is for --latent categorical") and "Traceback" not in said
+    )
 
 
 def test_resume_needs_a_run_folder_and_a_sound_checkpoint(tmp_path, capsys):
@@ -109,8 +175,18 @@ def test_early_stopping_keeps_the_best_validation_weights(tmp_path):
     """A large learning rate overfits the 8x8 digits fast; with patience 2 the run stops before its
     40 epochs and scores the weights of the epoch with the best validation ELBO."""
     out = tmp_path / "early"
-    rows = run(VAECommand(hidden_sizes=(256, 256), learning_rate=1e-2, batch_size=50, epochs=40, eval_k=10,
-                          validation_fraction=0.2, patience=2, out=out))
+    rows = run(
+        VAECommand(
+            hidden_sizes=(256, 256),
+            learning_rate=1e-2,
+            batch_size=50,
+            epochs=40,
+            eval_k=10,
+            validation_fraction=0.2,
+            patience=2,
+            out=out,
+        )
+    )
     epochs = [r for r in rows if "validation_elbo" in r]
     best = max(epochs, key=lambda r: r["validation_elbo"])
     assert len(epochs) < 40 and epochs[-1]["epoch"] - best["epoch"] == 2

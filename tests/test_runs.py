@@ -48,10 +48,17 @@ def toy_job(config: ToyCommand, finished: list) -> runs.Job:
         rows.append({"final": float(state[1][1])})
         return [f"final position {np.asarray(state[1])}"]
 
-    return runs.Job(init=lambda: (jax.random.key(0), jnp.zeros(2)), advance=advance, finish=finish,
-                    chunks=config.steps, label="toy", unit="steps", shown=("x", "x"),
-                    saved=lambda s: (jax.random.key_data(s[0]), s[1]),
-                    restored=lambda s, saved: (jax.random.wrap_key_data(saved[0]), saved[1]))
+    return runs.Job(
+        init=lambda: (jax.random.key(0), jnp.zeros(2)),
+        advance=advance,
+        finish=finish,
+        chunks=config.steps,
+        label="toy",
+        unit="steps",
+        shown=("x", "x"),
+        saved=lambda s: (jax.random.key_data(s[0]), s[1]),
+        restored=lambda s, saved: (jax.random.wrap_key_data(saved[0]), saved[1]),
+    )
 
 
 def start(config: ToyCommand, **kwargs):
@@ -82,7 +89,11 @@ def test_killed_run_resumes_to_the_same_rows_and_state(tmp_path):
     csv = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
     assert csv[0] == "chunk,x,final" and len(csv) == 7
     saved = json.loads((tmp_path / "killed" / "config.json").read_text())
-    assert saved["command"] == "toy" and saved["format"] == runs.RUN_FORMAT and saved["options"]["inner"]["sizes"] == [3, 4]
+    assert (
+        saved["command"] == "toy"
+        and saved["format"] == runs.RUN_FORMAT
+        and saved["options"]["inner"]["sizes"] == [3, 4]
+    )
 
 
 def test_resume_takes_the_saved_options(tmp_path):
@@ -103,12 +114,23 @@ def test_non_finite_metric_stops_with_one_line_naming_it(tmp_path):
         (lambda d: None, FileNotFoundError, "is not a run folder"),
         (lambda d: (d / "config.json").write_text("{not json"), ValueError, "corrupt run config"),
         (lambda d: (d / "config.json").write_text(json.dumps({"env": "x"})), ValueError, "older reparam"),
-        (lambda d: (d / "config.json").write_text(json.dumps({"command": "vae", "format": 2, "options": {}})),
-         ValueError, "holds a `reparam vae` run, not a `reparam toy` run"),
-        (lambda d: (d / "config.json").write_text(json.dumps({"command": "toy", "format": 1, "options": {}})),
-         ValueError, "run format 1"),
-        (lambda d: (d / "config.json").write_text(json.dumps({"command": "toy", "format": 2, "options": {"nope": 1}})),
-         ValueError, "options this version does not know"),
+        (
+            lambda d: (d / "config.json").write_text(json.dumps({"command": "vae", "format": 2, "options": {}})),
+            ValueError,
+            "holds a `reparam vae` run, not a `reparam toy` run",
+        ),
+        (
+            lambda d: (d / "config.json").write_text(json.dumps({"command": "toy", "format": 1, "options": {}})),
+            ValueError,
+            "run format 1",
+        ),
+        (
+            lambda d: (d / "config.json").write_text(
+                json.dumps({"command": "toy", "format": 2, "options": {"nope": 1}})
+            ),
+            ValueError,
+            "options this version does not know",
+        ),
     ],
 )
 def test_foreign_folders_are_one_line_errors(tmp_path, setup, error, message):

@@ -16,7 +16,7 @@ import pytest
 from jax.scipy.special import logsumexp
 
 from reparam.distributions import MultivariateNormal, kl_divergence
-from reparam.models.categorical_vae import CategoricalVAE, reinforce_objective, annealed_temperature
+from reparam.models.categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective
 from reparam.models.vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 
@@ -48,8 +48,11 @@ def linear():
     with jax.enable_x64(False):
         model = GaussianVAE(D, L, hidden=(), likelihood="gaussian", key=jax.random.key(0))
         encoder, decoder = model.encoder.layers[0], model.decoder.net.layers[0]
-        model = eqx.tree_at(lambda m: (m.encoder.layers[0].weight, m.encoder.layers[0].bias, m.decoder.net.layers[0].weight),
-                            model, (0.3 * encoder.weight, jnp.array([0.3, -0.3, 0.8, 0.8], jnp.float32), 2 * decoder.weight))
+        model = eqx.tree_at(
+            lambda m: (m.encoder.layers[0].weight, m.encoder.layers[0].bias, m.decoder.net.layers[0].weight),
+            model,
+            (0.3 * encoder.weight, jnp.array([0.3, -0.3, 0.8, 0.8], jnp.float32), 2 * decoder.weight),
+        )
         x = jax.random.normal(jax.random.key(1), (4, D), jnp.float32)
     return model, x
 
@@ -68,16 +71,26 @@ def exact_elbo(model: GaussianVAE, x):
     weight = model.decoder.net.layers[0].weight
     at_mean = model.likelihood(q.loc)
     spread = jnp.sum(jnp.square(weight)[None] * jnp.square(q.scale_diag)[:, None, :], -1)  # (B, D)
-    return at_mean.log_prob(x) - 0.5 * jnp.sum(spread / jnp.square(at_mean.scale_diag), -1) - kl_divergence(q, model.prior())
+    return (
+        at_mean.log_prob(x)
+        - 0.5 * jnp.sum(spread / jnp.square(at_mean.scale_diag), -1)
+        - kl_divergence(q, model.prior())
+    )
 
 
 @eqx.filter_jit
 def repeated_bounds(model, x, reps):
     """Per draw (one key each): ELBO (closed-form KL), ELBO (Monte Carlo KL), IWAE_5, IWAE_50."""
+
     def once(key):
         k = jax.random.split(key, 4)
-        return (elbo(model, x, k[0]), elbo(model, x, k[1], kl="mc"), iwae_bound(model, x, k[2], 5),
-                iwae_bound(model, x, k[3], 50))
+        return (
+            elbo(model, x, k[0]),
+            elbo(model, x, k[1], kl="mc"),
+            iwae_bound(model, x, k[2], 5),
+            iwae_bound(model, x, k[3], 50),
+        )
+
     return jax.vmap(once)(reps)
 
 
@@ -116,7 +129,7 @@ def test_pathwise_elbo_gradient_matches_the_closed_form(linear):
     exact = jax.jit(jax.grad(lambda e: jnp.mean(exact_elbo(with_encoder(e), x))))(enc)
     pathwise = lambda e, k: jax.grad(lambda e: jnp.mean(elbo(with_encoder(e), x, k)))(e)
     estimate = jax.jit(jax.vmap(pathwise, (None, 0)))(enc, keys(4, 400))
-    for g, e in zip(jax.tree_util.tree_leaves(estimate), jax.tree_util.tree_leaves(exact)):
+    for g, e in zip(jax.tree_util.tree_leaves(estimate), jax.tree_util.tree_leaves(exact), strict=True):
         mean, se = mean_and_se(g)
         assert np.max(np.abs(e)) > 0.01
         np.testing.assert_array_less(np.abs(mean - np.asarray(e)), 5 * se + 1e-4)
@@ -126,10 +139,13 @@ def test_chunked_log_likelihood_is_the_one_shot_estimate(linear):
     """Running logaddexp over chunks = one logsumexp over the same importance samples."""
     model, x = linear
     key = jax.random.key(5)
-    chunked, one_shot = eqx.filter_jit(lambda model, key: (
-        estimate_log_likelihood(model, x, key, k=60, chunk=20),
-        logsumexp(jnp.concatenate([log_weights(model, x, k, 20) for k in jax.random.split(key, 3)]), 0) - math.log(60),
-    ))(model, key)
+    chunked, one_shot = eqx.filter_jit(
+        lambda model, key: (
+            estimate_log_likelihood(model, x, key, k=60, chunk=20),
+            logsumexp(jnp.concatenate([log_weights(model, x, k, 20) for k in jax.random.split(key, 3)]), 0)
+            - math.log(60),
+        )
+    )(model, key)
     np.testing.assert_allclose(chunked, one_shot, rtol=1e-6, atol=1e-5)
     with pytest.raises(ValueError, match="chunk \\(7\\) must be >= 1 and divide k \\(60\\)"):
         estimate_log_likelihood(model, x, key, k=60, chunk=7)
@@ -144,15 +160,20 @@ def categorical():
     """Sharpened encoder and decoder outputs, so the posterior is far from q and from uniform."""
     with jax.enable_x64(False):
         model = CategoricalVAE(DX, N, K, hidden=(8,), key=jax.random.key(6))
-        model = eqx.tree_at(lambda m: (m.encoder.layers[-1].weight, m.decoder.net.layers[-1].weight), model,
-                            (4 * model.encoder.layers[-1].weight, 3 * model.decoder.net.layers[-1].weight))
+        model = eqx.tree_at(
+            lambda m: (m.encoder.layers[-1].weight, m.decoder.net.layers[-1].weight),
+            model,
+            (4 * model.encoder.layers[-1].weight, 3 * model.decoder.net.layers[-1].weight),
+        )
         x = jnp.array([[1, 0, 0, 1, 1, 0], [0, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 1]], jnp.float32)
     return model, x
 
 
 def all_codes():
     """Every z in one-hot form, `(K^N, N, K)`."""
-    return jnp.stack([jax.nn.one_hot(jnp.array(c), K, dtype=jnp.float32) for c in itertools.product(range(K), repeat=N)])
+    return jnp.stack(
+        [jax.nn.one_hot(jnp.array(c), K, dtype=jnp.float32) for c in itertools.product(range(K), repeat=N)]
+    )
 
 
 def enumerated(model: CategoricalVAE, x):
@@ -187,11 +208,13 @@ def test_reinforce_gradient_is_unbiased(categorical):
     exact = jax.jit(jax.grad(lambda p: jnp.mean(enumerated(eqx.combine(p, static), x)[1])))(params)
 
     def surrogate_grads(params, key):
-        surrogate = lambda p, n: jnp.mean(reinforce_objective(eqx.combine(p, static), x, key, jnp.float32(-3.0), num_samples=n)[0])
+        surrogate = lambda p, n: jnp.mean(
+            reinforce_objective(eqx.combine(p, static), x, key, jnp.float32(-3.0), num_samples=n)[0]
+        )
         return jax.grad(surrogate)(params, 1), jax.grad(surrogate)(params, 2)
 
     for estimate in jax.jit(jax.vmap(surrogate_grads, (None, 0)))(params, keys(10, 2000)):
-        for g, e in zip(jax.tree_util.tree_leaves(estimate), jax.tree_util.tree_leaves(exact)):
+        for g, e in zip(jax.tree_util.tree_leaves(estimate), jax.tree_util.tree_leaves(exact), strict=True):
             mean, se = mean_and_se(g)
             np.testing.assert_array_less(np.abs(mean - np.asarray(e)), 5 * se + 1e-4)
 
@@ -215,4 +238,6 @@ def test_relaxed_sample_approaches_one_hot(categorical):
 
 def test_temperature_schedule():
     t = jnp.array([0, 100, 1000, 10_000])
-    np.testing.assert_allclose(annealed_temperature(t, min_temperature=0.5, anneal_rate=1e-3), [1.0, math.exp(-0.1), 0.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(
+        annealed_temperature(t, min_temperature=0.5, anneal_rate=1e-3), [1.0, math.exp(-0.1), 0.5, 0.5], rtol=1e-6
+    )

@@ -24,8 +24,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default `sys.argv[1:]`), run the command, return the exit status."""
-    config = tyro.extras.subcommand_cli_from_dict({name: spec[0] for name, spec in COMMANDS.items()}, args=argv,
-                                                  prog="reparam")
+    config = tyro.extras.subcommand_cli_from_dict(
+        {name: spec[0] for name, spec in COMMANDS.items()}, args=argv, prog="reparam"
+    )
     console = Console()
     run = next(spec[1] for spec in COMMANDS.values() if isinstance(config, spec[0]))
     try:

@@ -40,13 +40,20 @@ from .plots import pyplot, save_figure  # noqa: F401  (re-exported: the run laye
 
 RUN_FORMAT = 2
 """Version of the run-folder layout; folders written by another version are refused on resume."""
-CONFIG, METRICS, METRICS_CSV, STATE, MARKER = "config.json", "metrics.jsonl", "metrics.csv", "checkpoint.eqx", "checkpoint.json"
+CONFIG, METRICS, METRICS_CSV, STATE, MARKER = (
+    "config.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "checkpoint.eqx",
+    "checkpoint.json",
+)
 
 State = TypeVar("State")
 Config = TypeVar("Config")
 
 
 # --- files ----------------------------------------------------------------------------------------
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
@@ -106,10 +113,13 @@ def load_serialised(path: Path, like):
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path}") from None
     except Exception as error:  # truncated or foreign file
-        raise ValueError(f"corrupt checkpoint {path}: {type(error).__name__} (not written by this run's settings)") from None
+        raise ValueError(
+            f"corrupt checkpoint {path}: {type(error).__name__} (not written by this run's settings)"
+        ) from None
 
 
 # --- configs --------------------------------------------------------------------------------------
+
 
 def config_to_dict(config) -> dict:
     """A config dataclass (possibly nested) as a JSON-ready dict."""
@@ -150,6 +160,7 @@ def _from_json(annotation, value, where: str):
 
 
 # --- a run folder ---------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Run(Generic[Config]):
@@ -212,11 +223,17 @@ def open_run(command: str, config: Config, *, resume: Path | None = None) -> Run
     replaced = {name: value for name, value in (("out", folder), ("resume", None)) if hasattr(saved, name)}
     saved = dataclasses.replace(saved, **replaced)
     marker = read_json(folder / MARKER, "checkpoint marker (nothing to resume)")
-    if not isinstance(marker, dict) or not isinstance(marker.get("chunks"), int) or not isinstance(marker.get("rows"), int):
+    if (
+        not isinstance(marker, dict)
+        or not isinstance(marker.get("chunks"), int)
+        or not isinstance(marker.get("rows"), int)
+    ):
         raise ValueError(f"corrupt checkpoint marker {folder / MARKER}")
     rows = read_rows(folder)
     if len(rows) < marker["rows"]:
-        raise ValueError(f"{folder / METRICS} has {len(rows)} rows, fewer than the {marker['rows']} the checkpoint covers")
+        raise ValueError(
+            f"{folder / METRICS} has {len(rows)} rows, fewer than the {marker['rows']} the checkpoint covers"
+        )
     rows = rows[: marker["rows"]]
     write_atomic(folder / METRICS, "".join(json.dumps(row) + "\n" for row in rows).encode())
     return Run(folder, command, saved, marker["chunks"], rows)
@@ -240,6 +257,7 @@ def save_checkpoint(run: Run, tree, chunks: int) -> None:
 
 
 # --- the driver -----------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Job(Generic[State]):
@@ -279,8 +297,14 @@ class Job(Generic[State]):
     """Files `finish` writes, for the closing summary."""
 
 
-def drive(job: Job[State], run: Run, console: Console | None = None, *, tensorboard: bool = False,
-          stop_after: int | None = None) -> list[dict]:
+def drive(
+    job: Job[State],
+    run: Run,
+    console: Console | None = None,
+    *,
+    tensorboard: bool = False,
+    stop_after: int | None = None,
+) -> list[dict]:
     """Run `job` from `run.done` to its last chunk: the progress bar (rate without the compiling
     first chunk, ETA, the latest `job.shown` value), metric rows appended to `metrics.jsonl` (and
     TensorBoard), a non-finite check of every row, checkpoints, then `finish`, `metrics.csv` and the
@@ -296,8 +320,13 @@ def drive(job: Job[State], run: Run, console: Console | None = None, *, tensorbo
     timed_work, timed_seconds = 0.0, 0.0
     try:
         with Progress(*_columns(job), console=console, transient=False) as progress:
-            bar = progress.add_task(job.label, total=job.chunks * job.units_per_chunk,
-                                    completed=run.done * job.units_per_chunk, rate="compiling", shown="-")
+            bar = progress.add_task(
+                job.label,
+                total=job.chunks * job.units_per_chunk,
+                completed=run.done * job.units_per_chunk,
+                rate="compiling",
+                shown="-",
+            )
             for chunk in range(run.done, last):
                 if job.stopped(state):
                     break
@@ -338,14 +367,24 @@ def check_finite(rows: Sequence[dict], chunk: int) -> None:
         for key, value in row.items():
             if isinstance(value, float) and not math.isfinite(value):
                 seed = f" (seed {row['seed']})" if "seed" in row else ""
-                raise FloatingPointError(f"non-finite {key} = {value} in chunk {chunk + 1}{seed}; the run stopped "
-                                         "(its last checkpoint is kept: lower the learning rate and start again)")
+                raise FloatingPointError(
+                    f"non-finite {key} = {value} in chunk {chunk + 1}{seed}; the run stopped "
+                    "(its last checkpoint is kept: lower the learning rate and start again)"
+                )
 
 
 def _columns(job: Job) -> list:
     shown = [TextColumn(f"{job.shown[1]} {{task.fields[shown]}}")] if job.shown else []
-    return [TextColumn(f"[bold]{job.label}"), BarColumn(), TextColumn(f"{{task.completed:,}}/{{task.total:,}} {job.unit}"),
-            TextColumn("{task.fields[rate]}"), *shown, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    return [
+        TextColumn(f"[bold]{job.label}"),
+        BarColumn(),
+        TextColumn(f"{{task.completed:,}}/{{task.total:,}} {job.unit}"),
+        TextColumn("{task.fields[rate]}"),
+        *shown,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
 
 
 def _shown(job: Job, rows: Sequence[dict]) -> str:
@@ -376,6 +415,7 @@ def _log_tensorboard(writer, rows: Sequence[dict], default_step: int) -> None:
 
 
 # --- compile once -----------------------------------------------------------------------
+
 
 def compile_once(fn: Callable) -> Callable:
     """Cache what `fn` builds (compiled programs) by its arguments, so runs with the same settings

@@ -8,7 +8,7 @@ an affine map of the rest:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import equinox as eqx
 import jax

@@ -11,11 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from ..estimators import measure
+from ..estimators import measure, report
 from ..estimators import sweep as S
-from ..runs import Job, drive, open_run, pyplot, resolve_config, save_figure, write_json
+from ..runs import Job, drive, open_run, resolve_config, write_json
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,15 @@ class EstimatorsCommand:
     @property
     def settings(self) -> dict:
         """The problem settings by name."""
-        return dict(mu=self.mu, sigma=self.sigma, k=self.k, omega=self.omega, target=self.target, logit=self.logit,
-                    temperature=self.temperature)
+        return dict(
+            mu=self.mu,
+            sigma=self.sigma,
+            k=self.k,
+            omega=self.omega,
+            target=self.target,
+            logit=self.logit,
+            temperature=self.temperature,
+        )
 
 
 def parse_list(text: str, kind, flag: str) -> list:
@@ -85,7 +91,9 @@ def parse_sweep(text: str, problem: str) -> tuple[str, np.ndarray]:
     if name not in S.SWEEPABLE:
         raise ValueError(f"--sweep: unknown parameter {name!r}; choose from {', '.join(S.SWEEPABLE)}")
     if problem not in S.SWEEPABLE[name]:
-        raise ValueError(f"--sweep {name} does not apply to --problem {problem} (it applies to {', '.join(S.SWEEPABLE[name])})")
+        raise ValueError(
+            f"--sweep {name} does not apply to --problem {problem} (it applies to {', '.join(S.SWEEPABLE[name])})"
+        )
     if len(values) < 1:
         raise ValueError("--sweep needs COUNT >= 1")
     if name in ("sigma", "temperature") and values.min() <= 0:
@@ -100,10 +108,14 @@ def check(config: EstimatorsCommand) -> tuple[list[str], list[int], str, np.ndar
         if name not in S.ESTIMATOR_NAMES:
             raise ValueError(f"--estimators: unknown estimator {name!r}; choose from {', '.join(S.ESTIMATOR_NAMES)}")
         if name in S.CONTINUOUS_ONLY and config.problem in S.DISCRETE:
-            raise ValueError(f"estimator {name!r} needs a reparameterizable (continuous) problem, not {config.problem!r}; "
-                             f"for discrete problems use score*, gumbel or st-gumbel")
+            raise ValueError(
+                f"estimator {name!r} needs a reparameterizable (continuous) problem, not {config.problem!r}; "
+                f"for discrete problems use score*, gumbel or st-gumbel"
+            )
         if name in S.DISCRETE_ONLY and config.problem in S.CONTINUOUS:
-            raise ValueError(f"estimator {name!r} is for discrete problems (categorical, bernoulli), not {config.problem!r}")
+            raise ValueError(
+                f"estimator {name!r} is for discrete problems (categorical, bernoulli), not {config.problem!r}"
+            )
         if name == "measure-valued" and config.problem == "vae":
             raise ValueError("measure-valued is implemented for a Normal, not the vae problem's Independent Normal")
     sizes = parse_list(config.num_samples, int, "--num-samples")
@@ -112,7 +124,9 @@ def check(config: EstimatorsCommand) -> tuple[list[str], list[int], str, np.ndar
     if max(sizes) < 2 and any(n in S.NEED_TWO for n in names):
         raise ValueError("score-rloo and score-cv need --num-samples >= 2 (they use the other samples)")
     if config.dist is not None and config.dist != S.FAMILY[config.problem]:
-        raise ValueError(f"--dist {config.dist} does not match --problem {config.problem} (a {S.FAMILY[config.problem]} problem)")
+        raise ValueError(
+            f"--dist {config.dist} does not match --problem {config.problem} (a {S.FAMILY[config.problem]} problem)"
+        )
     if config.num_repeats < 2:
         raise ValueError(f"--num-repeats must be >= 2 to measure a variance, got {config.num_repeats}")
     if config.sigma <= 0 or config.temperature <= 0:
@@ -137,125 +151,59 @@ def main(config: EstimatorsCommand, console: Console | None = None, *, stop_afte
     def advance(state, chunk: int):
         estimator, n = combos[chunk]
         at = S.sweep_point(config.problem, config.settings, swept, estimator, n, config.num_repeats)
-        cost = measure(S.estimator_by_name(estimator, config.temperature), base, base.params,
-                       jax.random.fold_in(key, 10_000_000 + chunk), config.num_repeats, n).seconds_per_estimate
+        cost = measure(
+            S.estimator_by_name(estimator, config.temperature),
+            base,
+            base.params,
+            jax.random.fold_in(key, 10_000_000 + chunk),
+            config.num_repeats,
+            n,
+        ).seconds_per_estimate
         rows = []
         for i, value in enumerate(values):
             m = at(jnp.asarray(value), jax.random.fold_in(key, chunk * 10_000 + i))
             fields = {name: S.flat_values(getattr(m, name)) for name in ("mean", "bias", "variance", "snr")}
-            rows += [dict(sweep=swept, value=float(value), estimator=estimator, num_samples=n, param=param,
-                          **{name: float(v[j]) for name, v in fields.items()}, seconds_per_estimate=cost)
-                     for j, param in enumerate(params)]
+            rows += [
+                dict(
+                    sweep=swept,
+                    value=float(value),
+                    estimator=estimator,
+                    num_samples=n,
+                    param=param,
+                    **{name: float(v[j]) for name, v in fields.items()},
+                    seconds_per_estimate=cost,
+                )
+                for j, param in enumerate(params)
+            ]
         return state, rows
 
     def finish(state, rows: list[dict]) -> list[str]:
-        results = dict(problem=config.problem, sweep=swept, values=[float(v) for v in values], params=params,
-                       reference="exact", num_repeats=config.num_repeats, rows=rows)
+        results = dict(
+            problem=config.problem,
+            sweep=swept,
+            values=[float(v) for v in values],
+            params=params,
+            reference="exact",
+            num_repeats=config.num_repeats,
+            rows=rows,
+        )
         write_json(run.folder / "results.json", results)
-        plot_sweep(config, results, "variance", run.folder / f"variance_vs_{swept}.png")
-        plot_sweep(config, results, "snr", run.folder / f"snr_vs_{swept}.png")
-        plot_num_samples(config, results, run.folder / "variance_vs_num_samples.png")
-        print_summary(config, results, console)
+        for field in ("variance", "snr"):
+            report.plot_sweep(config.problem, config.settings, results, field, run.folder / f"{field}_vs_{swept}.png")
+        report.plot_num_samples(config.problem, results, run.folder / "variance_vs_num_samples.png")
+        report.print_summary(config.problem, results, console)
         return []
 
-    job = Job(init=lambda: None, advance=advance, finish=finish, chunks=len(combos), label=f"estimators on {config.problem}",
-              unit="points", units_per_chunk=len(values), rate_per_chunk=len(values) * config.num_repeats,
-              rate_unit="estimates/s", files=(f"variance_vs_{swept}.png", f"snr_vs_{swept}.png",
-                                              "variance_vs_num_samples.png", "results.json"))
+    job = Job(
+        init=lambda: None,
+        advance=advance,
+        finish=finish,
+        chunks=len(combos),
+        label=f"estimators on {config.problem}",
+        unit="points",
+        units_per_chunk=len(values),
+        rate_per_chunk=len(values) * config.num_repeats,
+        rate_unit="estimates/s",
+        files=(f"variance_vs_{swept}.png", f"snr_vs_{swept}.png", "variance_vs_num_samples.png", "results.json"),
+    )
     return drive(job, run, console, stop_after=stop_after)
-
-
-def _panels(results: dict) -> list[str]:
-    return results["params"] if len(results["params"]) <= 4 else ["total"]
-
-
-def _rows(results: dict, estimator: str, num_samples: int) -> list[dict]:
-    return [r for r in results["rows"] if r["estimator"] == estimator and r["num_samples"] == num_samples]
-
-
-def _series(results: dict, estimator: str, num_samples: int, param: str, field: str) -> np.ndarray:
-    """`field` per sweep value; for the "total" panel the trace (variance) or mean (SNR) over parameters."""
-    rows = _rows(results, estimator, num_samples)
-    if param != "total":
-        return np.array([r[field] for r in rows if r["param"] == param])
-    by_value: dict[float, list[float]] = {}
-    for r in rows:
-        by_value.setdefault(r["value"], []).append(r[field])
-    return np.array([np.sum(v) if field == "variance" else np.mean(v) for v in by_value.values()])
-
-
-def _estimators(results: dict) -> list[str]:
-    return sorted({r["estimator"] for r in results["rows"]}, key=S.ESTIMATOR_NAMES.index)
-
-
-def common_num_samples(results: dict) -> int:
-    """The smallest number of samples every estimator was measured at (a fair comparison)."""
-    by_estimator: dict[str, set] = {}
-    for r in results["rows"]:
-        by_estimator.setdefault(r["estimator"], set()).add(r["num_samples"])
-    return min(set.intersection(*by_estimator.values()))
-
-
-def plot_sweep(config: EstimatorsCommand, results: dict, field: str, path: Path) -> None:
-    """Variance or SNR against the swept setting, one panel per parameter; closed forms dashed."""
-    plt = pyplot()
-    panels, n = _panels(results), common_num_samples(results)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, param in zip(axes[0], panels, strict=True):
-        for c, name in enumerate(_estimators(results)):
-            ax.plot(results["values"], _series(results, name, n, param, field), "o-", ms=3, lw=1, color=f"C{c}", label=name)
-            closed = None
-            if field == "variance" and config.problem == "quadratic":
-                closed = S.closed_form_variance(config.settings, results["sweep"], results["values"], name, n)
-            if closed is not None and param in closed:
-                ax.plot(results["values"], closed[param], "--", color=f"C{c}", lw=1, label=f"{name} (closed form)")
-        ax.set_yscale("log")
-        ax.set_xlabel(results["sweep"])
-        label = "trace of the covariance" if param == "total" else f"d/d{param}"
-        ax.set_title(f"{'variance' if field == 'variance' else 'signal-to-noise ratio'}, {label}")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{config.problem} problem, {n} sample{'s' if n > 1 else ''} per estimate")
-    save_figure(fig, path)
-
-
-def plot_num_samples(config: EstimatorsCommand, results: dict, path: Path) -> None:
-    """Total variance against samples per estimate, at the middle sweep value (log-log)."""
-    plt = pyplot()
-    middle = results["values"][len(results["values"]) // 2]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for c, name in enumerate(_estimators(results)):
-        ns = sorted({r["num_samples"] for r in results["rows"] if r["estimator"] == name})
-        total = [sum(r["variance"] for r in _rows(results, name, n) if r["value"] == middle) for n in ns]
-        ax.loglog(ns, total, "o-", color=f"C{c}", label=name)
-    ax.set_xlabel("samples per estimate")
-    ax.set_ylabel("variance (trace)")
-    ax.set_title(f"{config.problem}, {results['sweep']} = {middle:g}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def print_summary(config: EstimatorsCommand, results: dict, console: Console) -> None:
-    """Variance (bias) at the first, middle and last sweep value, and the cost per estimate."""
-    values = results["values"]
-    shown = sorted({values[i] for i in {0, len(values) // 2, len(values) - 1}})
-    panels = _panels(results)
-    table = Table(title=f"{config.problem}: variance of the gradient estimate (bias in brackets, {results['reference']} reference)")
-    for column in [results["sweep"], "estimator", "N"] + panels:
-        table.add_column(column, justify="left" if column == "estimator" else "right")
-    cost = Table(title="cost per estimate (compiled, this machine)")
-    for column in ("estimator", "N", "microseconds"):
-        cost.add_column(column, justify="right" if column != "estimator" else "left")
-    for name in _estimators(results):
-        for n in sorted({r["num_samples"] for r in results["rows"] if r["estimator"] == name}):
-            rows = _rows(results, name, n)
-            cost.add_row(name, str(n), f"{rows[0]['seconds_per_estimate'] * 1e6:.2f}")
-            for value in shown:
-                cells = []
-                for param in panels:
-                    at = [r for r in rows if r["value"] == value and (param == "total" or r["param"] == param)]
-                    cells.append(f"{sum(r['variance'] for r in at):.3g} ({max(abs(r['bias']) for r in at):.2g})")
-                table.add_row(f"{value:g}", name, str(n), *cells)
-    console.print(table)
-    console.print(cost)

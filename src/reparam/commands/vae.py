@@ -81,8 +81,14 @@ class VAECommand:
 
     def check(self) -> None:
         """One-line errors for impossible settings."""
-        counts = {"--epochs": self.epochs, "--latent-dim": self.latent_dim, "--k": self.k, "--eval-k": self.eval_k,
-                  "--batch-size": self.batch_size, "--num-samples": self.num_samples}
+        counts = {
+            "--epochs": self.epochs,
+            "--latent-dim": self.latent_dim,
+            "--k": self.k,
+            "--eval-k": self.eval_k,
+            "--batch-size": self.batch_size,
+            "--num-samples": self.num_samples,
+        }
         for flag, value in counts.items():
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
@@ -91,12 +97,18 @@ class VAECommand:
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden-sizes needs one or more positive widths, got {self.hidden_sizes}")
         if not (self.learning_rate > 0 and self.min_temperature > 0 and self.anneal_rate >= 0):
-            raise ValueError("need --learning-rate > 0, --min-temperature > 0, --anneal-rate >= 0; got "
-                             f"{self.learning_rate}, {self.min_temperature}, {self.anneal_rate}")
+            raise ValueError(
+                "need --learning-rate > 0, --min-temperature > 0, --anneal-rate >= 0; got "
+                f"{self.learning_rate}, {self.min_temperature}, {self.anneal_rate}"
+            )
         if self.latent == "gaussian" and self.estimator is not None:
-            raise ValueError(f"--estimator {self.estimator} is for --latent categorical; a Gaussian latent trains pathwise")
+            raise ValueError(
+                f"--estimator {self.estimator} is for --latent categorical; a Gaussian latent trains pathwise"
+            )
         if self.latent == "categorical" and (self.objective != "elbo" or self.kl != "closed"):
-            raise ValueError("--latent categorical trains the ELBO with the closed-form KL (--objective elbo --kl closed)")
+            raise ValueError(
+                "--latent categorical trains the ELBO with the closed-form KL (--objective elbo --kl closed)"
+            )
         if self.likelihood == "bernoulli" and self.binarize == "none":
             raise ValueError("--likelihood bernoulli needs binary data: use --binarize static or dynamic")
         if not 0 <= self.validation_fraction < 1:
@@ -146,7 +158,11 @@ def prepare(config: VAECommand, data: Dataset, key) -> Splits:
         train_eval = train
     elif config.binarize == "dynamic":
         k_train, k_test = jax.random.split(key)
-        train, train_eval, test = data.x_train, binarize_dynamic(k_train, data.x_train), binarize_dynamic(k_test, data.x_test)
+        train, train_eval, test = (
+            data.x_train,
+            binarize_dynamic(k_train, data.x_train),
+            binarize_dynamic(k_test, data.x_test),
+        )
     else:
         train, train_eval, test = data.x_train, data.x_train, data.x_test
     validation = None
@@ -154,7 +170,9 @@ def prepare(config: VAECommand, data: Dataset, key) -> Splits:
         train, _ = training.split_validation(train, config.validation_fraction)
         train_eval, validation = training.split_validation(train_eval, config.validation_fraction)
     if config.batch_size > train.shape[0]:
-        raise ValueError(f"--batch-size {config.batch_size} exceeds the {train.shape[0]} training examples of {data.name}")
+        raise ValueError(
+            f"--batch-size {config.batch_size} exceeds the {train.shape[0]} training examples of {data.name}"
+        )
     return Splits(train, train_eval, validation, test)
 
 
@@ -165,11 +183,19 @@ def programs(config: VAECommand, data_dim: int):
     _, static = eqx.partition(shapes, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
     model = lambda params: eqx.combine(params, static)
     reinforce = config.latent == "categorical" and config.estimator == "reinforce"
-    epoch = training.make_epoch(O.vae_loss(config, static), optax.adam(config.learning_rate), config.batch_size,
-                                update_extra=O.update_baseline if reinforce else None,
-                                transform_batch=binarize_dynamic if config.binarize == "dynamic" else None)
-    return (static, jax.jit(epoch, donate_argnums=0), jax.jit(lambda p, x, k: O.dataset_elbo(model(p), x, k)),
-            jax.jit(lambda p, x, k: O.dataset_log_likelihood(model(p), x, k, config.eval_k)))
+    epoch = training.make_epoch(
+        O.vae_loss(config, static),
+        optax.adam(config.learning_rate),
+        config.batch_size,
+        update_extra=O.update_baseline if reinforce else None,
+        transform_batch=binarize_dynamic if config.binarize == "dynamic" else None,
+    )
+    return (
+        static,
+        jax.jit(epoch, donate_argnums=0),
+        jax.jit(lambda p, x, k: O.dataset_elbo(model(p), x, k)),
+        jax.jit(lambda p, x, k: O.dataset_log_likelihood(model(p), x, k, config.eval_k)),
+    )
 
 
 def main(config: VAECommand, console: Console | None = None, *, stop_after: int | None = None) -> list[dict]:
@@ -180,13 +206,16 @@ def main(config: VAECommand, console: Console | None = None, *, stop_after: int 
     keys = Keys(*jax.random.split(jax.random.key(config.seed), 6))
     splits = prepare(config, data, keys.data)  # bad settings fail here, before the folder is written
     run = open_run("vae", config, resume=config.resume)
-    compiled = dataclasses.replace(config, seed=0, epochs=1, out=Path("."), resume=None,
-                                   tensorboard=False, patience=None)  # what compiles: one program per setting
+    compiled = dataclasses.replace(
+        config, seed=0, epochs=1, out=Path("."), resume=None, tensorboard=False, patience=None
+    )  # what compiles: one program per setting
     static, epoch, bound, log_likelihood = programs(compiled, data.x_train.shape[1])
     examples = (splits.train.shape[0] // config.batch_size) * config.batch_size
 
     def init() -> VAEState:
-        params = eqx.filter(eqx.filter_jit(O.init_vae)(compiled, data.x_train.shape[1], keys.init), eqx.is_inexact_array)
+        params = eqx.filter(
+            eqx.filter_jit(O.init_vae)(compiled, data.x_train.shape[1], keys.init), eqx.is_inexact_array
+        )
         train = training.init_train_state(params, optax.adam(config.learning_rate), extra=jnp.zeros((), jnp.float32))
         return VAEState(train, training.init_early_stopping(params) if config.patience else None)
 
@@ -202,8 +231,9 @@ def main(config: VAECommand, console: Console | None = None, *, stop_after: int 
         if splits.validation is not None:
             row["validation_elbo"] = float(bound(train.params, splits.validation, jax.random.fold_in(k_eval, 2)))
         if stopping is not None:
-            stopping, _ = training.early_stopping_update(stopping, row["validation_elbo"], train.params, config.patience,
-                                                         higher_is_better=True)
+            stopping, _ = training.early_stopping_update(
+                stopping, row["validation_elbo"], train.params, config.patience, higher_is_better=True
+            )
         if config.latent == "categorical" and config.estimator != "reinforce":
             row["temperature"] = float(O.temperature_at(config, train.step))
         return VAEState(train, stopping), [row]
@@ -214,20 +244,46 @@ def main(config: VAECommand, console: Console | None = None, *, stop_after: int 
         log_px = float(log_likelihood(params, splits.test, keys.final))
         epochs = [r for r in rows if "test_elbo" in r]
         best = epochs[-1] if state.stopping is None else max(epochs, key=lambda r: r["validation_elbo"])
-        rows.append({"epoch": best["epoch"], "test_nll_iwae": -log_px, "eval_k": config.eval_k,
-                     "eval_seconds": time.perf_counter() - begun})
+        rows.append(
+            {
+                "epoch": best["epoch"],
+                "test_nll_iwae": -log_px,
+                "eval_k": config.eval_k,
+                "eval_seconds": time.perf_counter() - begun,
+            }
+        )
         model = eqx.combine(params, static)
-        draw_vae_pictures(run.folder, rows, config.label, model, data, splits.test, keys.pictures,
-                          config.latent == "gaussian" and config.latent_dim == 2)
+        draw_vae_pictures(
+            run.folder,
+            rows,
+            config.label,
+            model,
+            data,
+            splits.test,
+            keys.pictures,
+            config.latent == "gaussian" and config.latent_dim == 2,
+        )
         write_atomic(run.folder / "model.eqx", serialise(params))
         kept = f" (weights of epoch {best['epoch']}, best validation ELBO)" if state.stopping is not None else ""
-        return [f"{config.label} on {data.name}: test ELBO {best['test_elbo']:.2f}, test NLL {-log_px:.2f} nats "
-                f"(IWAE, K={config.eval_k:,}) after {len(epochs)} epochs{kept}"]
+        return [
+            f"{config.label} on {data.name}: test ELBO {best['test_elbo']:.2f}, test NLL {-log_px:.2f} nats "
+            f"(IWAE, K={config.eval_k:,}) after {len(epochs)} epochs{kept}"
+        ]
 
-    pictures = ("samples.png", "reconstructions.png", "bounds.png") + (("latent.png",) if config.latent == "gaussian"
-                                                                      and config.latent_dim == 2 else ())
-    job = Job(init=init, advance=advance, finish=finish, chunks=config.epochs, label=config.label, unit="epochs",
-              rate_per_chunk=examples, rate_unit="examples/s", shown=("test_elbo", "test ELBO"),
-              stopped=lambda s: s.stopping is not None and int(s.stopping.bad_epochs) >= config.patience,
-              files=(*pictures, "model.eqx"))
+    pictures = ("samples.png", "reconstructions.png", "bounds.png") + (
+        ("latent.png",) if config.latent == "gaussian" and config.latent_dim == 2 else ()
+    )
+    job = Job(
+        init=init,
+        advance=advance,
+        finish=finish,
+        chunks=config.epochs,
+        label=config.label,
+        unit="epochs",
+        rate_per_chunk=examples,
+        rate_unit="examples/s",
+        shown=("test_elbo", "test ELBO"),
+        stopped=lambda s: s.stopping is not None and int(s.stopping.bad_epochs) >= config.patience,
+        files=(*pictures, "model.eqx"),
+    )
     return drive(job, run, console or Console(), tensorboard=config.tensorboard, stop_after=stop_after)

@@ -21,24 +21,40 @@ from .variance import Statistics, repeated_estimates, summarize
 PROBLEMS = ("quadratic", "exponential", "cosine", "categorical", "bernoulli", "vae")
 CONTINUOUS = ("quadratic", "exponential", "cosine", "vae")
 DISCRETE = ("categorical", "bernoulli")
-FAMILY = {"quadratic": "normal", "exponential": "normal", "cosine": "normal", "vae": "normal",
-          "categorical": "categorical", "bernoulli": "bernoulli"}
+FAMILY = {
+    "quadratic": "normal",
+    "exponential": "normal",
+    "cosine": "normal",
+    "vae": "normal",
+    "categorical": "categorical",
+    "bernoulli": "bernoulli",
+}
 """The distribution family each problem draws from."""
 ESTIMATOR_NAMES = ("pathwise", "score", "score-ma", "score-rloo", "score-cv", "measure-valued", "gumbel", "st-gumbel")
 CONTINUOUS_ONLY = ("pathwise", "measure-valued")
 NEED_TWO = ("score-rloo", "score-cv")
 """Estimators that use the other samples of an estimate as a baseline: they need >= 2."""
 DISCRETE_ONLY = ("gumbel", "st-gumbel")
-SWEEPABLE = {"mu": CONTINUOUS[:3], "sigma": CONTINUOUS[:3], "k": ("quadratic",), "omega": ("cosine",),
-             "target": ("bernoulli",), "logit": DISCRETE, "temperature": CONTINUOUS + DISCRETE}
+SWEEPABLE = {
+    "mu": CONTINUOUS[:3],
+    "sigma": CONTINUOUS[:3],
+    "k": ("quadratic",),
+    "omega": ("cosine",),
+    "target": ("bernoulli",),
+    "logit": DISCRETE,
+    "temperature": CONTINUOUS + DISCRETE,
+}
 """Each sweepable setting and the problems it applies to."""
 
 
 def estimator_by_name(name: str, temperature=0.5) -> Callable:
     """The estimator called `name` (one of `ESTIMATOR_NAMES`); `temperature` is the relaxations'."""
     return {
-        "pathwise": pathwise, "score": score_function, "score-ma": moving_average_baseline(0.9),
-        "score-rloo": score_function_loo, "score-cv": score_function_control_variate,
+        "pathwise": pathwise,
+        "score": score_function,
+        "score-ma": moving_average_baseline(0.9),
+        "score-rloo": score_function_loo,
+        "score-cv": score_function_control_variate,
         "measure-valued": measure_valued,
         "gumbel": functools.partial(gumbel_softmax, temperature=temperature),
         "st-gumbel": functools.partial(straight_through_gumbel, temperature=temperature),
@@ -62,8 +78,9 @@ def build_problem(problem: str, settings: dict) -> P.Problem:
     return P.vae_quadratic()
 
 
-def sweep_point(problem: str, settings: dict, swept: str, estimator: str, num_samples: int,
-                num_repeats: int) -> Callable:
+def sweep_point(
+    problem: str, settings: dict, swept: str, estimator: str, num_samples: int, num_repeats: int
+) -> Callable:
     """A compiled `(value, key) -> Statistics` for one estimator: `num_repeats` independent
     `num_samples`-sample estimates at `settings` with `swept` set to `value`, against the exact
     gradient."""
@@ -72,8 +89,15 @@ def sweep_point(problem: str, settings: dict, swept: str, estimator: str, num_sa
     def at(value, key) -> Statistics:
         instance = build_problem(problem, {**settings, swept: value})
         temperature = value if swept == "temperature" else settings["temperature"]
-        estimates = repeated_estimates(estimator_by_name(estimator, temperature), instance.f, instance.dist_fn,
-                                       instance.params, key, num_repeats, num_samples)
+        estimates = repeated_estimates(
+            estimator_by_name(estimator, temperature),
+            instance.f,
+            instance.dist_fn,
+            instance.params,
+            key,
+            num_repeats,
+            num_samples,
+        )
         return summarize(estimates, instance.exact_grad(instance.params))
 
     return at

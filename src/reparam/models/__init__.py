@@ -2,14 +2,34 @@
 are compared with."""
 
 from .baselines import (
-    BernoulliMixture, fit_bernoulli_mixture, fit_independent_bernoulli, init_bernoulli_mixture, log_likelihood,
-    map_objective, mixture_log_likelihood, run_em,
+    BernoulliMixture,
+    fit_bernoulli_mixture,
+    fit_independent_bernoulli,
+    init_bernoulli_mixture,
+    log_likelihood,
+    map_objective,
+    mixture_log_likelihood,
+    run_em,
 )
-from .categorical_vae import CategoricalVAE, reinforce_objective, relaxed_objective, annealed_temperature
+from .categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective, relaxed_objective
 from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 __all__ = [
-    "BernoulliMixture", "CategoricalVAE", "annealed_temperature", "GaussianVAE", "elbo", "estimate_log_likelihood", "fit_bernoulli_mixture",
-    "fit_independent_bernoulli", "init_bernoulli_mixture", "iwae_bound", "log_likelihood", "log_weights",
-    "map_objective", "mixture_log_likelihood", "reinforce_objective", "relaxed_objective", "run_em",
+    "BernoulliMixture",
+    "CategoricalVAE",
+    "annealed_temperature",
+    "GaussianVAE",
+    "elbo",
+    "estimate_log_likelihood",
+    "fit_bernoulli_mixture",
+    "fit_independent_bernoulli",
+    "init_bernoulli_mixture",
+    "iwae_bound",
+    "log_likelihood",
+    "log_weights",
+    "map_objective",
+    "mixture_log_likelihood",
+    "reinforce_objective",
+    "relaxed_objective",
+    "run_em",
 ]

@@ -31,10 +31,20 @@ class CategoricalVAE(eqx.Module):
     num_latents: int = eqx.field(static=True)
     num_categories: int = eqx.field(static=True)
 
-    def __init__(self, data_dim: int, num_latents: int, num_categories: int, hidden: tuple[int, ...] = (128, 128),
-                 likelihood: Likelihood = "bernoulli", *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        data_dim: int,
+        num_latents: int,
+        num_categories: int,
+        hidden: tuple[int, ...] = (128, 128),
+        likelihood: Likelihood = "bernoulli",
+        *,
+        key: PRNGKeyArray,
+    ):
         if num_latents < 1 or num_categories < 2:
-            raise ValueError(f"CategoricalVAE: need num_latents >= 1 and num_categories >= 2, got {num_latents} and {num_categories}")
+            raise ValueError(
+                f"CategoricalVAE: need num_latents >= 1 and num_categories >= 2, got {num_latents} and {num_categories}"
+            )
         k_enc, k_dec = jax.random.split(key)
         size = num_latents * num_categories
         self.encoder = mlp(data_dim, size, hidden, activation=jnp.tanh, key=k_enc)
@@ -51,7 +61,9 @@ class CategoricalVAE(eqx.Module):
 
     def relaxed_posterior(self, x: Array, temperature: Array, *, straight_through: bool = False) -> Independent:
         """The Concrete relaxation of `posterior(x)` at `temperature` (Gumbel-Softmax)."""
-        relaxed = RelaxedOneHotCategorical(temperature, self.logits(x), straight_through=straight_through, validate=False)
+        relaxed = RelaxedOneHotCategorical(
+            temperature, self.logits(x), straight_through=straight_through, validate=False
+        )
         return Independent(relaxed, 1)
 
     def prior(self) -> Independent:
@@ -64,11 +76,14 @@ class CategoricalVAE(eqx.Module):
 
 def annealed_temperature(step: Array, *, min_temperature: float = 0.5, anneal_rate: float = 1e-3) -> Array:
     """Jang et al. 2017's schedule, `tau = max(min_temperature, exp(-r t))` at gradient step `t` (float32)."""
-    return jnp.maximum(jnp.float32(min_temperature), jnp.exp(jnp.float32(-anneal_rate) * jnp.asarray(step, jnp.float32)))
+    return jnp.maximum(
+        jnp.float32(min_temperature), jnp.exp(jnp.float32(-anneal_rate) * jnp.asarray(step, jnp.float32))
+    )
 
 
-def relaxed_objective(model: CategoricalVAE, x: Array, key: PRNGKeyArray, tau: Array, *,
-                      straight_through: bool, num_samples: int = 1) -> Array:
+def relaxed_objective(
+    model: CategoricalVAE, x: Array, key: PRNGKeyArray, tau: Array, *, straight_through: bool, num_samples: int = 1
+) -> Array:
     """`mean_i log p(x | y_i) - KL(q || p)`, `y_i` relaxed at `tau` (one-hot in the forward pass
     with `straight_through`), shape `(B,)`. Pathwise in the encoder through `y`; biased for
     `tau > 0` (the decoder sees relaxed codes), the bias shrinking as `tau` falls."""
@@ -76,8 +91,9 @@ def relaxed_objective(model: CategoricalVAE, x: Array, key: PRNGKeyArray, tau: A
     return jnp.mean(model.likelihood(y).log_prob(x), 0) - kl_divergence(model.posterior(x), model.prior())
 
 
-def reinforce_objective(model: CategoricalVAE, x: Array, key: PRNGKeyArray, baseline: Array, *,
-                        num_samples: int = 1) -> tuple[Array, Array]:
+def reinforce_objective(
+    model: CategoricalVAE, x: Array, key: PRNGKeyArray, baseline: Array, *, num_samples: int = 1
+) -> tuple[Array, Array]:
     """The score-function surrogate, shape `(B,)`, and the learning signal `f = log p(x | z)`.
 
     Its value is the ELBO estimate `mean_i f(z_i) - KL`; its gradient is

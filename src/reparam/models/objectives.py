@@ -29,8 +29,9 @@ def init_vae(config, data_dim: int, key: PRNGKeyArray) -> GaussianVAE | Categori
     """The VAE `config` describes, for `data_dim`-dimensional data."""
     if config.latent == "gaussian":
         return GaussianVAE(data_dim, config.latent_dim, tuple(config.hidden_sizes), config.likelihood, key=key)
-    return CategoricalVAE(data_dim, config.latent_dim, config.num_categories, tuple(config.hidden_sizes),
-                          config.likelihood, key=key)
+    return CategoricalVAE(
+        data_dim, config.latent_dim, config.num_categories, tuple(config.hidden_sizes), config.likelihood, key=key
+    )
 
 
 def temperature_at(config, step: Array) -> Array:
@@ -57,8 +58,9 @@ def vae_loss(config, static: PyTree) -> Callable:
             surrogate, signal = reinforce_objective(model, x, key, state.extra, num_samples=n)
             return jnp.mean(surrogate), jnp.mean(signal).astype(jnp.float32)
         tau = temperature_at(config, state.step)
-        return jnp.mean(relaxed_objective(model, x, key, tau, straight_through=config.estimator == "st-gumbel",
-                                          num_samples=n)), zero
+        return jnp.mean(
+            relaxed_objective(model, x, key, tau, straight_through=config.estimator == "st-gumbel", num_samples=n)
+        ), zero
 
     def loss(params, x, key, state):
         value, signal = objective(eqx.combine(params, static), x, key, state)

@@ -12,8 +12,6 @@ import numpy as np
 from ..plots import pyplot, save_figure
 
 
-
-
 def tile(images: np.ndarray, image_shape: tuple[int, int], cols: int, pad: int = 1) -> np.ndarray:
     """Flat images `(n, h * w)` as one grey picture, `cols` to a row, separated by `pad` pixels."""
     h, w = image_shape
@@ -21,7 +19,9 @@ def tile(images: np.ndarray, image_shape: tuple[int, int], cols: int, pad: int =
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.3, np.float32)  # grey separators
     for i, image in enumerate(np.asarray(images)):
         r, c = divmod(i, cols)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = image.reshape(h, w)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
+            image.reshape(h, w)
+        )
     return canvas
 
 
@@ -39,17 +39,20 @@ def plot_samples(means: np.ndarray, image_shape: tuple[int, int], path: Path, ti
     save_figure(fig, path)
 
 
-def plot_reconstructions(x: np.ndarray, means: np.ndarray, image_shape: tuple[int, int], path: Path, cols: int = 10) -> None:
+def plot_reconstructions(
+    x: np.ndarray, means: np.ndarray, image_shape: tuple[int, int], path: Path, cols: int = 10
+) -> None:
     """Test images (odd rows) above the decoder means at their posterior modes (even rows)."""
     plt = pyplot()
-    rows = [block for i in range(0, len(x), cols) for block in (x[i:i + cols], means[i:i + cols])]
+    rows = [block for i in range(0, len(x), cols) for block in (x[i : i + cols], means[i : i + cols])]
     fig, ax = plt.subplots(figsize=(6, 0.6 * len(rows) + 0.5))
     _show(ax, tile(np.concatenate(rows), image_shape, cols), "test images and reconstructions (below each row)")
     save_figure(fig, path)
 
 
-def plot_latent(means: np.ndarray, labels: np.ndarray, grid: np.ndarray, extent: float,
-                image_shape: tuple[int, int], path: Path) -> None:
+def plot_latent(
+    means: np.ndarray, labels: np.ndarray, grid: np.ndarray, extent: float, image_shape: tuple[int, int], path: Path
+) -> None:
     """Left: posterior means of the test set, coloured by class. Right: decoder means on a regular
     `g x g` grid of `z` over `[-extent, extent]^2` (`grid` is `(g * g, D)`, row-major, top row
     at `z_2 = +extent`)."""
@@ -63,8 +66,14 @@ def plot_latent(means: np.ndarray, labels: np.ndarray, grid: np.ndarray, extent:
     left.set_xlabel("$z_1$")
     left.set_ylabel("$z_2$")
     left.set_title("test set: posterior means", fontsize=9)
-    right.imshow(tile(grid, image_shape, g), cmap="gray_r", vmin=0, vmax=1, extent=(-extent, extent, -extent, extent),
-                 interpolation="nearest")
+    right.imshow(
+        tile(grid, image_shape, g),
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+        extent=(-extent, extent, -extent, extent),
+        interpolation="nearest",
+    )
     right.set_xlabel("$z_1$")
     right.set_ylabel("$z_2$")
     right.set_title("decoded grid: E[x | z]", fontsize=9)
@@ -80,8 +89,13 @@ def plot_bounds(rows: list[dict], path: Path, title: str) -> None:
     ax.plot([r["epoch"] for r in epochs], [r["test_elbo"] for r in epochs], label="test ELBO")
     final = [r for r in rows if "test_nll_iwae" in r]
     if final:
-        ax.axhline(-final[-1]["test_nll_iwae"], color="k", ls="--", lw=1,
-                   label=f"test log p(x), IWAE K={final[-1]['eval_k']:,}")
+        ax.axhline(
+            -final[-1]["test_nll_iwae"],
+            color="k",
+            ls="--",
+            lw=1,
+            label=f"test log p(x), IWAE K={final[-1]['eval_k']:,}",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per example")
     ax.set_title(title, fontsize=10)
@@ -98,7 +112,9 @@ def draw_vae_pictures(folder: Path, rows: list[dict], label: str, model, data, x
     """`samples.png`, `reconstructions.png`, `bounds.png` and, with `latent` (a 2-D Gaussian latent),
     `latent.png` for a trained VAE; returns the file names written."""
     shape = data.image_shape
-    samples, reconstructions, latent_means, grid = map(np.asarray, picture_arrays(model, x_test[:30], x_test, key, latent))
+    samples, reconstructions, latent_means, grid = map(
+        np.asarray, picture_arrays(model, x_test[:30], x_test, key, latent)
+    )
     plot_samples(samples, shape, folder / "samples.png", f"{label}: E[x | z], z ~ p(z)")
     plot_reconstructions(np.asarray(x_test[:30]), reconstructions, shape, folder / "reconstructions.png")
     plot_bounds(rows, folder / "bounds.png", f"{label} on {data.name}")

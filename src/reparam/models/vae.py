@@ -41,8 +41,15 @@ class Decoder(eqx.Module):
     raw_scale: Array | None
     likelihood: Likelihood = eqx.field(static=True)
 
-    def __init__(self, latent_size: int, data_dim: int, hidden: tuple[int, ...], likelihood: Likelihood = "bernoulli",
-                 *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        latent_size: int,
+        data_dim: int,
+        hidden: tuple[int, ...],
+        likelihood: Likelihood = "bernoulli",
+        *,
+        key: PRNGKeyArray,
+    ):
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
         self.net = mlp(latent_size, data_dim, hidden, activation=jnp.tanh, key=key)
@@ -65,8 +72,15 @@ class GaussianVAE(eqx.Module):
     decoder: Decoder
     latent_dim: int = eqx.field(static=True)
 
-    def __init__(self, data_dim: int, latent_dim: int, hidden: tuple[int, ...] = (128, 128),
-                 likelihood: Likelihood = "bernoulli", *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int,
+        hidden: tuple[int, ...] = (128, 128),
+        likelihood: Likelihood = "bernoulli",
+        *,
+        key: PRNGKeyArray,
+    ):
         if latent_dim < 1 or data_dim < 1:
             raise ValueError(f"GaussianVAE: latent_dim and data_dim must be >= 1, got {latent_dim} and {data_dim}")
         k_enc, k_dec = jax.random.split(key)
