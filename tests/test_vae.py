@@ -1,6 +1,6 @@
 """VAE bounds and estimators against exact answers: a linear-Gaussian model (closed-form marginal
 and ELBO) and a tiny categorical model (enumeration). ELBO <= IWAE_k <= log p(x), IWAE grows with
-k, pathwise and score-function gradients are unbiased, the relaxation sharpens as tau -> 0, the
+k, pathwise and score-function gradients are unbiased, the relaxation sharpens as the temperature -> 0, the
 chunked log-likelihood is the one-shot one. (Training on digits: tests/test_vae_cli.py.)"""
 
 from __future__ import annotations
@@ -220,14 +220,14 @@ def test_reinforce_gradient_is_unbiased(categorical):
 
 
 def test_relaxed_sample_approaches_one_hot(categorical):
-    """Distance of the Gumbel-Softmax sample to the nearest one-hot falls with tau (about
-    proportionally); at tau = 0.01 it is below 0.01 on average, and its argmax is distributed as
+    """Distance of the Gumbel-Softmax sample to the nearest one-hot falls with the temperature (about
+    proportionally); at temperature 0.01 it is below 0.01 on average, and its argmax is distributed as
     the categorical draw at every temperature."""
     model, x = categorical
     gaps = []
-    draw = eqx.filter_jit(lambda model, tau: model.relaxed_posterior(x, tau).rsample(jax.random.key(11), (2000,)))
-    for tau in (1.0, 0.3, 0.1, 0.01):
-        y = draw(model, jnp.float32(tau))
+    draw = eqx.filter_jit(lambda model, t: model.relaxed_posterior(x, t).rsample(jax.random.key(11), (2000,)))
+    for temperature in (1.0, 0.3, 0.1, 0.01):
+        y = draw(model, jnp.float32(temperature))
         gaps.append(float(jnp.mean(1.0 - jnp.max(y, -1))))
     assert gaps == sorted(gaps, reverse=True) and gaps[-1] < 0.01, gaps
     frequencies = jnp.mean(jax.nn.one_hot(jnp.argmax(y, -1), K), 0)

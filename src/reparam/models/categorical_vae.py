@@ -75,19 +75,25 @@ class CategoricalVAE(eqx.Module):
 
 
 def annealed_temperature(step: Array, *, min_temperature: float = 0.5, anneal_rate: float = 1e-3) -> Array:
-    """Jang et al. 2017's schedule, `tau = max(min_temperature, exp(-r t))` at gradient step `t` (float32)."""
+    """Jang et al. 2017's schedule, `max(min_temperature, exp(-r t))` at gradient step `t` (float32)."""
     return jnp.maximum(
         jnp.float32(min_temperature), jnp.exp(jnp.float32(-anneal_rate) * jnp.asarray(step, jnp.float32))
     )
 
 
 def relaxed_objective(
-    model: CategoricalVAE, x: Array, key: PRNGKeyArray, tau: Array, *, straight_through: bool, num_samples: int = 1
+    model: CategoricalVAE,
+    x: Array,
+    key: PRNGKeyArray,
+    temperature: Array,
+    *,
+    straight_through: bool,
+    num_samples: int = 1,
 ) -> Array:
-    """`mean_i log p(x | y_i) - KL(q || p)`, `y_i` relaxed at `tau` (one-hot in the forward pass
+    """`mean_i log p(x | y_i) - KL(q || p)`, `y_i` relaxed at `temperature` (one-hot in the forward pass
     with `straight_through`), shape `(B,)`. Pathwise in the encoder through `y`; biased for
-    `tau > 0` (the decoder sees relaxed codes), the bias shrinking as `tau` falls."""
-    y = model.relaxed_posterior(x, tau, straight_through=straight_through).rsample(key, (num_samples,))
+    a positive temperature (the decoder sees relaxed codes), the bias shrinking as it falls."""
+    y = model.relaxed_posterior(x, temperature, straight_through=straight_through).rsample(key, (num_samples,))
     return jnp.mean(model.likelihood(y).log_prob(x), 0) - kl_divergence(model.posterior(x), model.prior())
 
 

@@ -57,9 +57,11 @@ def vae_loss(config, static: PyTree) -> Callable:
         if config.estimator == "reinforce":
             surrogate, signal = reinforce_objective(model, x, key, state.extra, num_samples=n)
             return jnp.mean(surrogate), jnp.mean(signal).astype(jnp.float32)
-        tau = temperature_at(config, state.step)
+        temperature = temperature_at(config, state.step)
         return jnp.mean(
-            relaxed_objective(model, x, key, tau, straight_through=config.estimator == "st-gumbel", num_samples=n)
+            relaxed_objective(
+                model, x, key, temperature, straight_through=config.estimator == "st-gumbel", num_samples=n
+            )
         ), zero
 
     def loss(params, x, key, state):
