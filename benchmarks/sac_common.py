@@ -35,24 +35,49 @@ def rl() -> SimpleNamespace:
     `reparam.rl` (or `reparam.commands`): when those modules move, fix the imports here.
 
     host loop: `train_host(env_id, config, total_steps, seed, *, eval_every, eval_episodes,
-    progress)` -> result with `.state.actor`, `.steps_per_second`, `.metrics`;
-    `deterministic_action(actor, obs, bounds)`; `train_phase(buffer, state, key, config, bounds)`.
+    progress)` -> result with `.act` (the final deterministic policy, batched obs -> action),
+    `.steps_per_second` (the loop's own training-phase rate), `.metrics` (its rows); built on
+    `make_host_loop` (`run_to` every vector step, then `progress(steps_done, total)`).
     compiled loop: `compiled_run(sac_config, env, RunSpec(total_steps, eval_every, eval_episodes))`
-    -> (compiled with `.static` and `.advance`, vmapped+jitted `init(keys)`, `advance(carry, keys,
-    chunk)` with the carry donated; `carry.sac` holds the agents' arrays).
-    SAC: `SACConfig`, `ActionBounds`, `init_sac`, `update`; replay: `Transition`, `add_batch`,
-    `init_buffer`.
+    -> (run with `.agent` and the unvmapped `.advance`, vmapped+jitted `init(keys)`, `advance(carry,
+    keys, chunk)` with the carry donated; `carry.params` holds the agents' arrays), as `reparam sac`.
+    `acting(agent, params)`: the jitted deterministic action of one agent's params.
+    SAC: `SACConfig`, `ActionBounds`, `init_sac`, `update`, `gradient_steps(state, buffer, key,
+    config, bounds) -> (state, metrics)`; replay: `Transition`, `add_batch`, `init_buffer`.
     """
-    from reparam.rl.host import deterministic_action, train_host, train_phase
+    import functools
+
+    import jax
+
+    from reparam.commands.sac import compiled_program as compiled_run
+    from reparam.rl.agent import sac_agent
+    from reparam.rl.compiled import RunSpec
+    from reparam.rl.host import make_host_loop
     from reparam.rl.replay import Transition, add_batch, init_buffer
-    from reparam.rl.run import compiled_run
-    from reparam.rl.sac import ActionBounds, SACConfig, init_sac, update
-    from reparam.rl.train import RunSpec
+    from reparam.rl.sac import ActionBounds, SACConfig, gradient_steps, init_sac, update
+
+    def acting(agent, params):
+        return jax.jit(functools.partial(agent.act, agent.policy(params)))
+
+    def train_host(env_id, config, total_steps, seed, *, eval_every, eval_episodes, progress=None):
+        loop = make_host_loop(sac_agent(config), env_id, total_steps=total_steps, eval_every=eval_every,
+                              eval_episodes=eval_episodes)
+        state, rows = loop.init(seed), []
+        for chunk, end in enumerate(loop.ends):
+            for t in range(state.vector_step + 1, end + 1):
+                state = loop.run_to(state, t)
+                if progress is not None:
+                    progress(t * loop.num_envs, total_steps)
+            state, row = loop.advance(state, chunk)
+            rows.append(row)
+        loop.close(state)
+        return SimpleNamespace(act=acting(loop.agent, state.params), metrics=rows,
+                               steps_per_second=rows[-1].get("training_steps_per_second", float("nan")))
 
     return SimpleNamespace(
-        deterministic_action=deterministic_action, train_host=train_host, train_phase=train_phase,
-        Transition=Transition, add_batch=add_batch, init_buffer=init_buffer, compiled_run=compiled_run,
-        ActionBounds=ActionBounds, SACConfig=SACConfig, init_sac=init_sac, update=update, RunSpec=RunSpec,
+        train_host=train_host, acting=acting, Transition=Transition, add_batch=add_batch, init_buffer=init_buffer,
+        compiled_run=compiled_run, ActionBounds=ActionBounds, SACConfig=SACConfig, init_sac=init_sac, update=update,
+        gradient_steps=gradient_steps, RunSpec=RunSpec,
     )
 
 
@@ -99,18 +124,12 @@ def evaluate_gym(act, episodes: int = 10) -> list[float]:
     return returns
 
 
-def evaluate_actor(actor, episodes: int) -> list[float]:
-    """`evaluate_gym` with reparam's deterministic action `tanh(mu)` rescaled to Pendulum's bounds."""
-    import equinox as eqx
-    import gymnasium as gym
+def evaluate_actor(act, episodes: int) -> list[float]:
+    """`evaluate_gym` with reparam's deterministic action `act` (`rl().acting`: `tanh(mu)` rescaled to
+    Pendulum's bounds, batched obs -> action)."""
     import jax.numpy as jnp
-    import numpy as np
 
-    R = rl()
-    space = gym.make(ENV_GYM).action_space
-    bounds = R.ActionBounds(np.asarray(space.low, np.float32), np.asarray(space.high, np.float32))
-    act = eqx.filter_jit(R.deterministic_action)
-    return evaluate_gym(lambda obs: act(actor, jnp.asarray(obs, jnp.float32)[None], bounds)[0], episodes)
+    return evaluate_gym(lambda obs: act(jnp.asarray(obs, jnp.float32)[None])[0], episodes)
 
 
 def all_finite(tree) -> bool:

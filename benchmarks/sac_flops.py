@@ -81,7 +81,8 @@ def flops(args) -> None:
     params, static = eqx.partition(state, eqx.is_array)
 
     def kernel(params, buffer, key):
-        new, metrics, key = R.train_phase(buffer, eqx.combine(params, static), key, scan_config, bounds)
+        key, sub = jax.random.split(key)
+        new, metrics = R.gradient_steps(eqx.combine(params, static), buffer, sub, scan_config, bounds)
         return eqx.filter(new, eqx.is_array), metrics, key
 
     kernel_c = jax.jit(kernel).lower(params, buffer, k[4]).compile()

@@ -60,7 +60,7 @@ def scaling_one(args) -> None:
     t = time.perf_counter()
     advance_c = advance.lower(carry, fold(warm_chunks), jnp.int32(warm_chunks)).compile()  # ahead of time
     compile_s = time.perf_counter() - t
-    mem = advance_c.compiled.memory_analysis()
+    mem = advance_c.memory_analysis()
     names = ("argument", "output", "temp", "alias")
     memory = {name: getattr(mem, name + "_size_in_bytes", None) / 2**20 for name in names} if mem else {}
     chunk_s, finite = [], True
@@ -77,7 +77,7 @@ def scaling_one(args) -> None:
                   aggregate_steps_per_second=k * steps / median, per_seed_steps_per_second=steps / median,
                   best_aggregate_steps_per_second=k * steps / min(chunk_s), warmup_s=warmup_s, compile_s=compile_s,
                   xla_memory_mib=memory, peak_rss_mib=common.peak_rss_mib(), metrics_finite=finite,
-                  params_finite=sac_common.all_finite(carry.sac),
+                  params_finite=sac_common.all_finite(carry.params),
                   last_eval_return=[float(x) for x in np.asarray(metrics["eval_return"])],
                   device=str(jax.devices()[0]))
     common.write_json(args.json, result)

@@ -121,7 +121,7 @@ def run_host(seed: int, total: int, learning_starts: int, episodes: int) -> dict
                           eval_every=total, eval_episodes=episodes, progress=progress)
     end = time.perf_counter()
     a, b = learning_starts + SKIP_TRAIN_STEPS, total - 1
-    returns = sac_common.evaluate_actor(result.state.actor, episodes)
+    returns = sac_common.evaluate_actor(result.act, episodes)
     return dict(wall_s=end - start, train_steps_per_second=training_rate(times, a, b), timed_steps=[a, b],
                 host_internal_steps_per_second=result.steps_per_second,
                 warmup_s=float(times[learning_starts - 1] - start), compile_s=None, eval_returns=returns,
@@ -132,7 +132,6 @@ def run_host(seed: int, total: int, learning_starts: int, episodes: int) -> dict
 def run_compiled(seed: int, total: int, learning_starts: int, episodes: int) -> dict:
     """reparam's compiled loop on gymnax Pendulum-v1, as `reparam sac --num-seeds 1 --seed SEED
     --eval-every LEARNING_STARTS` runs it (vmapped over one seed), compiled ahead of time."""
-    import equinox as eqx
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -158,9 +157,9 @@ def run_compiled(seed: int, total: int, learning_starts: int, episodes: int) -> 
         chunk_s.append(time.perf_counter() - t)
         rows.append({k: float(np.asarray(v)[0]) for k, v in metrics.items()})
     end = time.perf_counter()
-    finite = all(np.isfinite(v) for r in rows for v in r.values()) and sac_common.all_finite(carry.sac)
-    actor = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, eqx.combine(carry.sac, compiled.static).actor)
-    returns = sac_common.evaluate_actor(actor, episodes)
+    finite = all(np.isfinite(v) for r in rows for v in r.values()) and sac_common.all_finite(carry.params)
+    act = R.acting(compiled.agent, jax.tree.map(lambda x: x[0], carry.params))
+    returns = sac_common.evaluate_actor(act, episodes)
     train_steps = (spec.num_evals - 1) * spec.eval_every
     return dict(wall_s=end - start, train_steps_per_second=train_steps / sum(chunk_s[1:]),
                 timed_steps=[learning_starts, total], compile_s=compile_s, warmup_s=chunk_s[0], chunk_s=chunk_s,

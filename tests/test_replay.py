@@ -36,7 +36,7 @@ def transition(i, action_dtype=np.float32):
 
 def assert_rows(buffer, ids):
     """Rows 0..len(ids)-1 of `buffer` hold exactly transitions `ids`, every field."""
-    for name, got, want in zip(Transition._fields, buffer.data, batch(ids)):
+    for name, got, want in zip(Transition._fields, buffer.data, batch(ids), strict=True):
         assert got.dtype == want.dtype, name
         np.testing.assert_array_equal(got[: len(ids)], want, err_msg=name)
 
@@ -49,7 +49,7 @@ def filled(capacity, ids):
 
 
 def assert_buffers_equal(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         assert x.dtype == y.dtype
         np.testing.assert_array_equal(x, y)
 
@@ -133,7 +133,7 @@ def test_dtypes_and_shapes_are_kept():
 
     written, out = write_and_sample(buffer)
     for rows, n in ((buffer.data, 6), (written.data, 6), (out, 5)):
-        for leaf, x in zip(rows, example):
+        for leaf, x in zip(rows, example, strict=True):
             assert leaf.shape == (n,) + x.shape and leaf.dtype == x.dtype
     assert written.data.reward[0] == 1.5 and written.data.terminated[0] == 1.0
 
@@ -158,7 +158,7 @@ def test_sample_draws_uniformly_from_valid_rows_only():
     out = jax.jit(sample, static_argnames="batch_size")(buffer, jax.random.key(0), batch_size=n)
     ids = np.asarray(out.obs[:, 0])
     assert set(ids.tolist()) <= {1.0, 2.0, 3.0}  # never a zero row
-    for got, want in zip(out, batch(ids)):  # the fields of one draw come from one row
+    for got, want in zip(out, batch(ids), strict=True):  # the fields of one draw come from one row
         np.testing.assert_array_equal(got, want)
     counts = np.bincount(ids.astype(int), minlength=4)[1:]
     assert counts.sum() == n
@@ -211,3 +211,15 @@ def test_scan_of_adds_matches_eager_adds():
     assert_buffers_equal(scanned, filled(32, range(100)))
     assert isinstance(scanned, ReplayBuffer)
     assert (int(scanned.position), int(scanned.size)) == (100 % 32, 32)
+
+
+def test_make_transition_casts_to_float32_and_keeps_termination_only():
+    """Both loops store what `make_transition` builds: every field float32, the true next observation
+    as given, `terminated` 1.0 for a termination only (a truncation is stored as 0.0 by the caller)."""
+    from reparam.rl.replay import make_transition
+
+    t = make_transition(np.ones((2, OBS)), np.zeros((2, ACT), np.float32), np.array([1.0, -1.0]),
+                        np.full((2, OBS), 5.0), np.array([True, False]))
+    assert all(x.dtype == jnp.float32 for x in t)
+    np.testing.assert_array_equal(t.terminated, [1.0, 0.0])
+    np.testing.assert_array_equal(t.next_obs, np.full((2, OBS), 5.0))

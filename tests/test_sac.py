@@ -11,9 +11,19 @@ import pytest
 
 from reparam.rl.replay import Transition
 from reparam.rl.sac import (
-    ActionBounds, Actor, SACConfig, TwinCritic, actor_loss, alpha_loss, critic_loss, critic_target,
-    init_sac, polyak, update,
+    ActionBounds,
+    Actor,
+    SACConfig,
+    TwinCritic,
+    actor_loss,
+    alpha_loss,
+    critic_loss,
+    critic_target,
+    init_sac,
+    polyak,
+    update,
 )
+
 
 @pytest.fixture(autouse=True)
 def _standard_promotion():
@@ -30,7 +40,8 @@ BOUNDS = ActionBounds(jnp.array([-2.0, 0.0], jnp.float32), jnp.array([2.0, 1.0],
 def constant_output(module, bias, path):
     """Zero the last layer's weights and set its bias: the network then outputs `bias` everywhere."""
     last = path(module)
-    return eqx.tree_at(lambda m: (path(m).weight, path(m).bias), module, (jnp.zeros_like(last.weight), jnp.asarray(bias, last.bias.dtype)))
+    new = (jnp.zeros_like(last.weight), jnp.asarray(bias, last.bias.dtype))
+    return eqx.tree_at(lambda m: (path(m).weight, path(m).bias), module, new)
 
 
 def constant_actor(mean, raw_log_std):
@@ -88,7 +99,8 @@ def test_critic_loss_by_hand():
 def test_actor_loss_by_hand():
     key, log_alpha = jax.random.key(9), jnp.log(jnp.float32(0.3))
     batch = batch_of()
-    loss, mean_log_prob = actor_loss(constant_actor(MEAN, RAW), constant_critic([1.5, 0.7]), log_alpha, batch.obs, BOUNDS, key)
+    actor, critic = constant_actor(MEAN, RAW), constant_critic([1.5, 0.7])
+    loss, mean_log_prob = actor_loss(actor, critic, log_alpha, batch.obs, BOUNDS, key)
     eps = np.asarray(jax.random.normal(key, (4, ACT), jnp.float32), np.float64)
     log_prob = hand_log_prob(MEAN, RAW, eps)
     np.testing.assert_allclose(loss, np.mean(0.3 * log_prob - 0.7), rtol=1e-5)
@@ -132,7 +144,8 @@ def test_learned_temperature_drives_the_policy_entropy_to_its_target(target_entr
         updates, opt_state = opt.update((g_actor, g_alpha), opt_state, params)
         return (eqx.apply_updates(params, updates), opt_state), -mean_log_prob
 
-    (_, _), entropies = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))((params, opt_state), jax.random.split(jax.random.key(3), 8000))
+    keys = jax.random.split(jax.random.key(3), 8000)
+    (_, _), entropies = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))((params, opt_state), keys)
     start, final = float(jnp.mean(entropies[:100])), float(jnp.mean(entropies[-1000:]))
     assert start > 0.5  # far from the target at first
     assert abs(final - target_entropy) < 0.2, (final, target_entropy)
@@ -152,9 +165,9 @@ def test_update_runs_jitted_and_moves_the_target_by_tau():
     assert int(new.gradient_steps) == 1
     expected = polyak(state.target_critic, new.critic, CONFIG.tau)
     arrays = lambda m: jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))
-    for got, want in zip(arrays(new.target_critic), arrays(expected)):
+    for got, want in zip(arrays(new.target_critic), arrays(expected), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
-    assert any(not np.allclose(a, b) for a, b in zip(arrays(state.actor), arrays(new.actor)))
+    assert any(not np.allclose(a, b) for a, b in zip(arrays(state.actor), arrays(new.actor), strict=True))
     assert not np.allclose(arrays(new.target_critic)[0], arrays(state.target_critic)[0])
     assert float(new.log_alpha) != float(state.log_alpha)
 

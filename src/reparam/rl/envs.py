@@ -1,19 +1,84 @@
-"""JAX-native environments for the compiled SAC loop: gymnax (`gymnax:<id>`) and, when the optional
-`brax` extra is installed, Brax (`brax:<name>`), both behind gymnax's functional interface."""
+"""Every environment SAC runs on, and its action bounds.
+
+- JAX-native, for the compiled loop: gymnax (`gymnax:<id>`) and, with the optional `brax` extra,
+  Brax (`brax:<name>`), both behind gymnax's functional interface (`make_jax_env`).
+- Gymnasium, for the host loop: any registered id with a Box action space (`make_gym_env`).
+
+`check_env_name(name)` says in one line what is allowed; `env_spec(name) -> (obs_dim, bounds)` gives
+the sizes any supported name needs (templates for checkpoints and saved policies).
+"""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
-
-from .sac import ActionBounds
+import numpy as np
+from jaxtyping import Array
 
 JAX_ENVS = ("gymnax:Pendulum-v1", "gymnax:MountainCarContinuous-v0")
+GYM_EXAMPLES = ("Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5")
+ALLOWED = (f"supported: {', '.join(JAX_ENVS)}, brax:<name> (optional extra), or a continuous-action Gymnasium id "
+           f"such as {', '.join(GYM_EXAMPLES)}")
 BRAX_EPISODE_LENGTH = 1000
 """Brax environments have no time limit of their own; episodes are truncated here (bootstrapped)."""
 
+
+class ActionBounds(NamedTuple):
+    """Per-dimension action bounds `low < high`, float32 `(action_dim,)`."""
+
+    low: Array
+    high: Array
+
+
+# --- names --------------------------------------------------------------------------------------
+
+def is_jax_env(name: str) -> bool:
+    """Whether `name` runs in the compiled loop (a JAX-native environment)."""
+    return name.startswith(("gymnax:", "brax:"))
+
+
+def check_env_name(name: str) -> None:
+    """A one-line ValueError unless `name` names an environment: one of `JAX_ENVS`, `brax:<name>`
+    (with the extra installed) or a registered Gymnasium id. Builds nothing; `env_spec` also checks
+    the spaces."""
+    if name.startswith("brax:"):
+        _brax_envs(name.split(":", 1)[1])
+    elif is_jax_env(name):
+        if name not in JAX_ENVS:
+            raise ValueError(f"unknown JAX-native environment {name!r}; {ALLOWED}")
+    else:
+        try:
+            gym.spec(name)
+        except gym.error.Error as err:  # UnregisteredEnv, or a malformed id
+            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"unknown environment id {name!r} ({first_line}); {ALLOWED}") from None
+
+
+def env_spec(name: str) -> tuple[int, ActionBounds]:
+    """`(obs_dim, bounds)` of any supported environment (one-line errors as `check_env_name`, and for
+    spaces SAC cannot use, see `check_spaces`)."""
+    if is_jax_env(name):
+        jenv = make_jax_env(name)
+        return jenv.obs_dim, jenv.bounds
+    check_env_name(name)
+    env = gym.make(name)
+    try:
+        check_spaces(name, env.observation_space, env.action_space)
+        return int(env.observation_space.shape[0]), _bounds(env.action_space.low, env.action_space.high)
+    finally:
+        env.close()
+
+
+def _bounds(low, high) -> ActionBounds:
+    shape = np.shape(low) or (1,)
+    return ActionBounds(jnp.broadcast_to(jnp.asarray(low, jnp.float32), shape),
+                        jnp.broadcast_to(jnp.asarray(high, jnp.float32), shape))
+
+
+# --- JAX-native ---------------------------------------------------------------------------------
 
 class JaxEnv(NamedTuple):
     """A functional environment with its parameters and the facts the learner needs.
@@ -29,27 +94,20 @@ class JaxEnv(NamedTuple):
     max_episode_steps: int
 
 
-def is_jax_env(name: str) -> bool:
-    """Whether `name` runs in the compiled loop (a JAX-native environment)."""
-    return name in JAX_ENVS or name.startswith("brax:")
-
-
 def make_jax_env(name: str) -> JaxEnv:
     """`gymnax:Pendulum-v1`, `gymnax:MountainCarContinuous-v0` or `brax:<name>` (e.g. `brax:halfcheetah`,
     needs `pip install reparam[brax]`); anything else is a one-line ValueError."""
+    if not is_jax_env(name):
+        raise ValueError(f"{name!r} is not a JAX-native environment; {ALLOWED}")
+    check_env_name(name)
     if name.startswith("brax:"):
         return _make_brax_env(name.split(":", 1)[1])
-    if name not in JAX_ENVS:
-        raise ValueError(f"unknown JAX-native environment {name!r}; supported: {', '.join(JAX_ENVS)}, brax:<name>")
     import gymnax
 
     env, params = gymnax.make(name.split(":", 1)[1])
     space = env.action_space(params)
-    shape = tuple(space.shape) or (1,)
-    bounds = ActionBounds(jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), shape),
-                          jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), shape))
     obs_dim = int(env.observation_space(params).shape[0])
-    return JaxEnv(env, params, obs_dim, bounds, int(params.max_steps_in_episode))
+    return JaxEnv(env, params, obs_dim, _bounds(space.low, space.high), int(params.max_steps_in_episode))
 
 
 class BraxState(NamedTuple):
@@ -83,14 +141,70 @@ class BraxAsGymnax:
         return next_state.brax.obs, next_state, reward, terminated, truncated, info
 
 
-def _make_brax_env(env_name: str) -> JaxEnv:
+def _brax_envs(env_name: str):
     try:
         from brax import envs
     except ImportError:
         raise ValueError(f"brax:{env_name} needs the optional Brax extra: pip install 'reparam[brax]'") from None
     if env_name not in envs._envs:
         raise ValueError(f"unknown Brax environment {env_name!r}; supported: {', '.join(sorted(envs._envs))}")
-    env = envs.get_environment(env_name)
+    return envs
+
+
+def _make_brax_env(env_name: str) -> JaxEnv:
+    env = _brax_envs(env_name).get_environment(env_name)
     ones = jnp.ones(env.action_size, jnp.float32)
     return JaxEnv(BraxAsGymnax(env, BRAX_EPISODE_LENGTH), None, int(env.observation_size),
                   ActionBounds(-ones, ones), BRAX_EPISODE_LENGTH)
+
+
+# --- Gymnasium ----------------------------------------------------------------------------------
+
+def make_gym_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, np.ndarray]:
+    """`num_envs` copies of `gymnasium.make(env_id)` in a `SyncVectorEnv` with same-step autoreset
+    (a finished episode's last observation is in `info["final_obs"]`, the returned one is already
+    the reset one), reset with `seed` (env `i` gets `seed + i`).
+
+    Returns the env and its first observations, float32 `(num_envs, obs_dim)`. Raises a one-line
+    ValueError for an unknown id, a non-Box action space, non-finite bounds or a non-flat observation.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    check_env_name(env_id)
+    env = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
+                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        check_spaces(env_id, env.single_observation_space, env.single_action_space)
+    except ValueError:
+        env.close()
+        raise
+    obs, _ = env.reset(seed=seed)
+    return env, np.asarray(obs, np.float32)
+
+
+def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """What SAC's MLPs need: a flat Box observation and a Box action with finite bounds."""
+    if not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"SAC needs a continuous (Box) action space; {env_id} has {action_space}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(
+            f"SAC needs finite action bounds; {env_id} has low={action_space.low.tolist()}, "
+            f"high={action_space.high.tolist()} (wrap it in gymnasium.wrappers.ClipAction or RescaleAction)"
+        )
+    if action_space.shape is None or len(action_space.shape) != 1:
+        raise ValueError(f"SAC needs a 1-D action vector; {env_id} has action shape {action_space.shape}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(
+            f"SAC's MLPs need a flat Box observation; {env_id} has {observation_space} "
+            "(wrap it in gymnasium.wrappers.FlattenObservation)"
+        )
+
+
+def final_observations(next_obs, terminated, truncated, info) -> np.ndarray:
+    """The true next observation of every sub-env of a same-step-autoreset vector step, float32:
+    `info["final_obs"]` where the episode ended (terminated or truncated), `next_obs` (already the
+    reset one there) elsewhere. This is what gymnax reports as `info["final_observation"]`."""
+    real_next = np.array(next_obs, np.float32)
+    for i in np.flatnonzero(np.logical_or(terminated, truncated)):
+        real_next[i] = info["final_obs"][i]
+    return real_next

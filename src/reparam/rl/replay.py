@@ -35,6 +35,15 @@ class Transition(NamedTuple):
     terminated: Array
 
 
+def make_transition(obs, action, reward, final_obs, terminated) -> Transition:
+    """One environment step (or a batch of them) as a float32 `Transition`, the one way both loops
+    build what they store: `final_obs` is the true next observation (the last one of a finished
+    episode, not the reset one) and `terminated` a true termination only (a time-limit truncation
+    stores 0.0, so the learner bootstraps there)."""
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return Transition(f32(obs), f32(action), f32(reward), f32(final_obs), f32(terminated))
+
+
 class ReplayBuffer(NamedTuple):
     """`data` holds `capacity` rows (leading axis) of which the first `size` are valid.
 

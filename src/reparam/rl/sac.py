@@ -1,5 +1,6 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, "SAC Algorithms and Applications"): the configuration,
-the networks, the three losses and one jitted update that both training loops call.
+the networks, the three losses, one update and the gradient-steps phase that both training loops
+call (through `agent.sac_agent`).
 
 The policy is `a = low + (tanh(mu(s) + sigma(s) eps) + 1) (high - low) / 2`, scored by
 `TanhNormal.rsample_and_log_prob`: exact log-det, no epsilon, never inverting a saturated action.
@@ -8,7 +9,6 @@ The policy is `a = low + (tanh(mu(s) + sigma(s) eps) + 1) (high - low) / 2`, sco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -18,7 +18,13 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ..distributions import Independent, TanhNormal
 from ..nn import mlp, over_leading_axes
-from .replay import Transition
+from .envs import ActionBounds
+from .replay import ReplayBuffer, Transition, sample
+
+METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_target")
+"""What `update` reports for one gradient step and `gradient_steps` averages over a phase:
+`critic_loss` (both critics, `critic_loss`), `actor_loss`, `alpha` (after the step), `entropy`
+(minus the batch mean of `log pi(a|s)`), `q_target` (batch mean of the critic target `y`)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class SACConfig:
             (0 <= self.gamma <= 1, f"gamma must be in [0, 1], got {self.gamma}"),
             (0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.buffer_size >= self.batch_size, f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})"),
+            (self.buffer_size >= self.batch_size,
+             f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})"),
             (self.learning_starts >= 0, f"learning_starts must be >= 0, got {self.learning_starts}"),
             (self.train_freq >= 1 and self.gradient_steps >= 1, "train_freq and gradient_steps must be >= 1"),
             (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
@@ -91,11 +98,6 @@ class Actor(eqx.Module):
         mean, raw = jnp.split(over_leading_axes(self.net, obs), 2, axis=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw) + 1)
         return mean, log_std
-
-
-class ActionBounds(NamedTuple):
-    low: Array
-    high: Array
 
 
 def policy(actor: Actor, obs: Array, bounds: ActionBounds) -> Independent:
@@ -190,7 +192,8 @@ def init_sac(key: PRNGKeyArray, obs_dim: int, action_dim: int, config: SACConfig
     opt = optimizer(config)
     return SACState(
         # The target starts equal to the critic but owns its arrays (a donated update needs that).
-        actor=actor, critic=critic, target_critic=jax.tree_util.tree_map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, critic),
+        actor=actor, critic=critic,
+        target_critic=jax.tree_util.tree_map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, critic),
         log_alpha=log_alpha,
         actor_opt=opt.init(eqx.filter(actor, eqx.is_array)), critic_opt=opt.init(eqx.filter(critic, eqx.is_array)),
         alpha_opt=opt.init(log_alpha), gradient_steps=jnp.zeros((), jnp.int32),
@@ -232,4 +235,27 @@ def update(
     new_state = SACState(actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt, steps)
     metrics = dict(critic_loss=q_loss, actor_loss=pi_loss, alpha=jnp.exp(log_alpha), entropy=-mean_log_prob,
                    q_target=jnp.mean(y))
-    return new_state, metrics
+    return new_state, {name: metrics[name] for name in METRICS}
+
+
+def gradient_steps(
+    state: SACState, buffer: ReplayBuffer, key: PRNGKeyArray, config: SACConfig, bounds: ActionBounds
+) -> tuple[SACState, dict[str, Array]]:
+    """One training phase: `config.gradient_steps` times sample a uniform batch of `config.batch_size`
+    rows of `buffer`, then `update`, in one `lax.scan` (step `i` uses `split(key, gradient_steps)[i]`,
+    split again into the batch key and the update key).
+
+    Returns the new state and each of `METRICS` averaged over the phase's steps (float32 scalars),
+    so with `gradient_steps > 1` a loss is the phase's mean loss, not its last step's. Pure: both
+    loops call it compiled (the config is static; `buffer` must hold at least one row).
+    """
+    params, static = eqx.partition(state, eqx.is_array)
+
+    def one(params, k):
+        k_batch, k_update = jax.random.split(k)
+        new, metrics = update(eqx.combine(params, static), sample(buffer, k_batch, config.batch_size), k_update,
+                              config, bounds)
+        return eqx.filter(new, eqx.is_array), metrics
+
+    params, metrics = jax.lax.scan(one, params, jax.random.split(key, config.gradient_steps))
+    return eqx.combine(params, static), {name: jnp.mean(metrics[name]) for name in METRICS}

@@ -1,0 +1,178 @@
+"""`reparam sac`: train Soft Actor-Critic on the run layer. JAX-native environments (gymnax, Brax) run
+the compiled loop, every seed at once (vmapped), one chunk = `eval_every` steps of all seeds;
+Gymnasium ids run the host loop, seed after seed, the chunk index spanning the seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+from rich.console import Console
+
+from ..rl.agent import sac_agent
+from ..rl.compiled import RunSpec, make_train, rows, shard_seeds
+from ..rl.envs import check_env_name, is_jax_env
+from ..rl.host import HostState, make_host_loop
+from ..rl.sac import SACConfig
+from ..runs import Job, compile_once, drive, open_run, pyplot, resolve_config, save_figure, serialise, write_atomic
+
+
+@dataclass(frozen=True)
+class SACCommand:
+    """Train Soft Actor-Critic; JAX-native environments run fully compiled, many seeds at once."""
+
+    env: str = "gymnax:Pendulum-v1"
+    """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0 or brax:<name> (compiled loop), or a
+    Gymnasium id such as Pendulum-v1, MountainCarContinuous-v0, HalfCheetah-v5 (host loop)."""
+    total_steps: int = 20_000
+    """Environment steps per seed."""
+    num_seeds: int = 1
+    """Seeds: trained at once in the compiled loop (vmapped; sharded over devices when there are several),
+    one after another in the host loop."""
+    seed: int = 0
+    """First random seed (seeds seed, seed + 1, ...)."""
+    eval_every: int = 2_000
+    """Environment steps between deterministic evaluations (one chunk)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    num_envs: int = 1
+    """Vectorised Gymnasium environments (host loop only)."""
+    checkpoint_every: int = 1
+    """Chunks between atomic checkpoints."""
+    out: Path = Path("runs/sac")
+    """Run folder."""
+    resume: Path | None = None
+    """Continue the run in this folder from its last checkpoint: exactly for the compiled loop; the host
+    loop restores agent, optimizers, buffer, keys and counters, and starts new episodes."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the 'tensorboard' extra)."""
+    sac: Annotated[SACConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SACConfig)
+    """Algorithm hyperparameters (paper defaults)."""
+
+    def check(self) -> None:
+        """One-line errors for sizes that cannot run and unknown environment names."""
+        counts = {"--total-steps": self.total_steps, "--eval-every": self.eval_every,
+                  "--eval-episodes": self.eval_episodes, "--num-seeds": self.num_seeds, "--num-envs": self.num_envs,
+                  "--checkpoint-every": self.checkpoint_every}
+        for flag, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        total, every, starts, batch = self.total_steps, self.eval_every, self.sac.learning_starts, self.sac.batch_size
+        if total % every:
+            raise ValueError(f"--total-steps ({total}) must be a multiple of --eval-every ({every})")
+        if starts >= total:
+            raise ValueError(f"--learning-starts ({starts}) must be below --total-steps ({total})")
+        check_env_name(self.env)
+        if is_jax_env(self.env) and starts < batch:
+            raise ValueError(f"--learning-starts ({starts}) must be >= --batch-size ({batch}) in the compiled loop")
+
+
+@compile_once
+def compiled_program(sac: SACConfig, env: str, spec: RunSpec):
+    """The compiled run with its vmapped, jitted `init` and `advance` (the carry donated: every
+    seed's replay buffer and agent are updated in place)."""
+    run = make_train(sac_agent(sac), env, spec)
+    return run, jax.jit(jax.vmap(run.init)), jax.jit(jax.vmap(run.advance, in_axes=(0, 0, None)), donate_argnums=0)
+
+
+@compile_once
+def host_program(sac: SACConfig, env: str, total_steps: int, num_envs: int, eval_every: int, eval_episodes: int):
+    """The host loop with its compiled agent calls."""
+    return make_host_loop(sac_agent(sac), env, total_steps=total_steps, num_envs=num_envs, eval_every=eval_every,
+                          eval_episodes=eval_episodes)
+
+
+def main(config: SACCommand, console: Console | None = None, *, stop_after: int | None = None) -> list[dict]:
+    """Train (or resume) a SAC run, writing its folder; returns the metric rows."""
+    config = resolve_config("sac", config)  # on --resume, every option comes from the run's own folder
+    config.check()
+    job = compiled_job(config) if is_jax_env(config.env) else host_job(config)  # bad envs fail before the folder
+    run = open_run("sac", config, resume=config.resume)
+    return drive(job, run, console, tensorboard=config.tensorboard, stop_after=stop_after)
+
+
+def compiled_job(config: SACCommand) -> Job:
+    run, init, advance = compiled_program(config.sac, config.env, RunSpec(config.total_steps, config.eval_every,
+                                                                          config.eval_episodes))
+    keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
+
+    def step(carry, chunk: int):
+        carry, metrics = advance(carry, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, chunk), jnp.int32(chunk))
+        return carry, rows(run.agent, metrics, config.seed)
+
+    def finish(carry, all_rows: list[dict]) -> list[str]:
+        return finished(config, run.agent.policy(carry.params), all_rows)
+
+    return Job(lambda: init(keys), step, finish, run.spec.num_evals, f"SAC {config.env}", unit="steps",
+               units_per_chunk=config.eval_every, rate_per_chunk=config.eval_every * config.num_seeds,
+               rate_unit="steps/s (all seeds)", shown=("eval_return", "return"),
+               restored=lambda fresh, saved: jax.tree.map(lambda f, s: jax.device_put(s, f.sharding), fresh, saved),
+               checkpoint_every=config.checkpoint_every, files=("learning_curve.png", "policy.eqx"))
+
+
+class Seeds(NamedTuple):
+    """The host job's state: the seed in progress, and the policies of finished seeds, stacked
+    (`num_seeds` rows, zeros until a seed finishes: a fixed shape, so one checkpoint template)."""
+
+    loop: HostState
+    policies: Any
+
+
+def host_job(config: SACCommand) -> Job:
+    loop = host_program(config.sac, config.env, config.total_steps, config.num_envs, config.eval_every,
+                        config.eval_episodes)
+    policy = loop.agent.policy
+
+    def init() -> Seeds:
+        state = loop.init(config.seed)
+        stack = lambda x: jnp.zeros((config.num_seeds, *x.shape), x.dtype)
+        return Seeds(state, jax.tree.map(stack, policy(state.params)))
+
+    def step(state: Seeds, chunk: int) -> tuple[Seeds, list[dict]]:
+        s, i = divmod(chunk, loop.chunks)
+        current = state.loop
+        if i == 0 and s > 0:  # the previous seed has finished
+            loop.close(current)
+            current = loop.init(config.seed + s)
+        current, row = loop.advance(current, i)
+        policies = state.policies
+        if i == loop.chunks - 1:
+            policies = jax.tree.map(lambda stacked, p: stacked.at[s].set(p), policies, policy(current.params))
+        return Seeds(current, policies), [row]
+
+    def finish(state: Seeds, all_rows: list[dict]) -> list[str]:
+        loop.close(state.loop)
+        rates = [f"seed {r['seed']}: {r['training_steps_per_second']:,.1f}" for r in all_rows
+                 if "training_steps_per_second" in r]
+        lines = [f"Training-phase env steps/s (compiling calls excluded): {'; '.join(rates)}"] if rates else []
+        return lines + finished(config, state.policies, all_rows)
+
+    return Job(init, step, finish, loop.chunks * config.num_seeds, f"SAC {config.env}", unit="steps (all seeds)",
+               units_per_chunk=config.eval_every, rate_unit="steps/s", shown=("eval_return", "return"),
+               saved=lambda state: (loop.saved(state.loop), state.policies),
+               restored=lambda state, saved: Seeds(loop.restored(state.loop, saved[0]),
+                                                   jax.tree.map(jnp.asarray, saved[1])),
+               checkpoint_every=config.checkpoint_every, files=("learning_curve.png", "policy.eqx"))
+
+
+def finished(config: SACCommand, policies, all_rows: list[dict]) -> list[str]:
+    """Both loops' end: `policy.eqx` (every seed's policy, stacked), `learning_curve.png`, the summary."""
+    write_atomic(Path(config.out) / "policy.eqx", serialise(policies))
+    steps = sorted({r["step"] for r in all_rows})
+    by_step = np.array([[r["eval_return"] for r in all_rows if r["step"] == s] for s in steps])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, by_step.mean(1), color="C0", label=f"mean of {by_step.shape[1]} seed(s)")
+    ax.fill_between(steps, by_step.min(1), by_step.max(1), color="C0", alpha=0.2, label="min-max")
+    ax.set(xlabel="environment steps", ylabel="evaluation return (deterministic policy)", title=f"SAC on {config.env}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, Path(config.out) / "learning_curve.png")
+    final = by_step[-1]
+    return [f"Final evaluation return {final.mean():.1f} (min {final.min():.1f}, max {final.max():.1f}) over "
+            f"{len(final)} seed(s) after {steps[-1]:,} steps"]
