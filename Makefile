@@ -19,6 +19,8 @@ run: $(STAMP)
 	$(BIN)/reparam sac --env gymnax:Pendulum-v1 --total-steps 20000 --out runs/sac
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q
 
 # The API reference and design notes (mkdocs.yml) as a static site in site/.

@@ -33,6 +33,7 @@ BUSY_LOAD = 1.0
 
 # --- machine, software, command --------------------------------------------------------------------
 
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -97,6 +98,7 @@ def record(versions: dict, **fields) -> dict:
 
 # --- load and memory -------------------------------------------------------------------------------
 
+
 def loadavg() -> list[float]:
     """1-, 5- and 15-minute load averages."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -114,8 +116,10 @@ def busy_warning(load: Sequence[float]) -> str | None:
     """A warning when the 1-minute load average is above BUSY_LOAD, else None."""
     if load[0] <= BUSY_LOAD:
         return None
-    return (f"WARNING: the machine is busy with other processes (1-min load {load[0]:.2f}); absolute times are "
-            "inflated and noisy (ratios from interleaved rounds or runs are fairer, but re-run on an idle machine)")
+    return (
+        f"WARNING: the machine is busy with other processes (1-min load {load[0]:.2f}); absolute times are "
+        "inflated and noisy (ratios from interleaved rounds or runs are fairer, but re-run on an idle machine)"
+    )
 
 
 def print_load(when: str) -> list[float]:
@@ -166,6 +170,7 @@ def reset_peak_rss() -> None:
 
 # --- results files and child processes ---------------------------------------------------------------
 
+
 def write_json(path: str | Path, data) -> None:
     """Write `data` atomically: a temporary file beside `path`, then a rename (a killed run leaves
     the previous complete file)."""
@@ -197,6 +202,7 @@ def run_child(argv: list[str], json_path: str | Path, *, env: dict | None = None
 
 
 # --- tables --------------------------------------------------------------------------------------------
+
 
 def markdown_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
@@ -239,6 +245,7 @@ def fmt_ms(ms: float) -> str:
 
 # --- timing --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Timing:
     """Every timed call of one contender; the warm-up call (compilation) is kept apart."""
@@ -260,8 +267,14 @@ class Timing:
         return 1e3 * statistics.median(self.cpu_times)
 
     def summary(self) -> dict:
-        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "cpu_median_ms": self.cpu_median_ms,
-                "cpu_times_s": self.cpu_times, "times_s": self.times, "compile_s": self.compile_s}
+        return {
+            "median_ms": self.median_ms,
+            "min_ms": self.min_ms,
+            "cpu_median_ms": self.cpu_median_ms,
+            "cpu_times_s": self.cpu_times,
+            "times_s": self.times,
+            "compile_s": self.compile_s,
+        }
 
 
 def time_calls(fn: Callable[[], object], n: int, *, warmup: int = 0) -> list[float]:
@@ -277,8 +290,9 @@ def time_calls(fn: Callable[[], object], n: int, *, warmup: int = 0) -> list[flo
     return out
 
 
-def time_interleaved(calls: dict[str, Callable[[], object]], target_s: float, rounds: int,
-                     min_calls: int) -> dict[str, Timing]:
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], target_s: float, rounds: int, min_calls: int
+) -> dict[str, Timing]:
     """Time each contender's call in `rounds` interleaved rounds (so slow drifts of a noisy machine
     hit all alike), each getting about `target_s / rounds` seconds per round and at least
     `min_calls` calls in all. The first call (compilation, warm-up) is timed apart as `compile_s`;

@@ -44,8 +44,9 @@ import distributions_memory
 from distributions_common import LIBS, WORKS, torch
 
 
-def time_all(sizes: dict[str, tuple[int, ...]], target_s: float, rounds: int, min_calls: int,
-             started: float) -> dict[tuple[str, str], dict[str, common.Timing]]:
+def time_all(
+    sizes: dict[str, tuple[int, ...]], target_s: float, rounds: int, min_calls: int, started: float
+) -> dict[tuple[str, str], dict[str, common.Timing]]:
     routes = dc.jax_routes()
     results = {}
     for size, shape in sizes.items():
@@ -75,10 +76,14 @@ def timing_table(results, sizes, stat="median_ms"):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: ~0.1 s per cell, fewer draws")
-    p.add_argument("--sizes", default="sac,1e6",
-                   help="comma list of 'sac' (256x6), '1e6' (1000000) or a shape like 4096x6 (default: sac,1e6)")
-    p.add_argument("--target-s", type=float, default=None,
-                   help="seconds of timed calls per cell (default 1.5, quick 0.1)")
+    p.add_argument(
+        "--sizes",
+        default="sac,1e6",
+        help="comma list of 'sac' (256x6), '1e6' (1000000) or a shape like 4096x6 (default: sac,1e6)",
+    )
+    p.add_argument(
+        "--target-s", type=float, default=None, help="seconds of timed calls per cell (default 1.5, quick 0.1)"
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 10, quick 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy section")
@@ -96,8 +101,11 @@ def main(argv=None) -> int:
     started = common.announce("reparam distributions benchmark", versions)
     print(f"jax devices: {jax.devices()}; torch threads: {torch.get_num_threads() if torch else '-'}")
     print(f"timing: ~{target_s} s of calls per cell in {rounds} interleaved rounds (>= {min_calls} calls), median")
-    print("sizes: params loc, scale of shape " + ", ".join(f"{n} = {s}" for n, s in sizes.items())
-          + "; sample_shape = () everywhere\n")
+    print(
+        "sizes: params loc, scale of shape "
+        + ", ".join(f"{n} = {s}" for n, s in sizes.items())
+        + "; sample_shape = () everywhere\n"
+    )
 
     results = time_all(sizes, target_s, rounds, min_calls, started)
     md = []

@@ -80,16 +80,28 @@ def accuracy(n_draws: int) -> tuple[dict[str, dict[float, float]], list[str]]:
     jax_peers = []  # (name in notes, title in rows, fused route, fused(k, l), base sample(k, l), log_prob(l, a))
     if distrax is not None:
         d_dist = lambda l: distrax.Transformed(distrax.Normal(l, 1.0), distrax.Tanh())  # noqa: E731
-        jax_peers.append(("distrax", "distrax", "sample_and_log_prob",
-                          jax.jit(lambda k, l: d_dist(l).sample_and_log_prob(seed=k)),
-                          jax.jit(lambda k, l: distrax.Normal(l, 1.0).sample(seed=k)),
-                          jax.jit(lambda l, a: d_dist(l).log_prob(a))))
+        jax_peers.append(
+            (
+                "distrax",
+                "distrax",
+                "sample_and_log_prob",
+                jax.jit(lambda k, l: d_dist(l).sample_and_log_prob(seed=k)),
+                jax.jit(lambda k, l: distrax.Normal(l, 1.0).sample(seed=k)),
+                jax.jit(lambda l, a: d_dist(l).log_prob(a)),
+            )
+        )
     if tfp is not None:
         t_dist = lambda l: tfd.TransformedDistribution(tfd.Normal(l, 1.0), tfb.Tanh())  # noqa: E731
-        jax_peers.append(("tfp", "TFP-JAX", "bijector cache",
-                          jax.jit(lambda k, l: t_dist(l).experimental_sample_and_log_prob(seed=k)),
-                          jax.jit(lambda k, l: tfd.Normal(l, 1.0).sample(seed=k)),
-                          jax.jit(lambda l, a: t_dist(l).log_prob(a))))
+        jax_peers.append(
+            (
+                "tfp",
+                "TFP-JAX",
+                "bijector cache",
+                jax.jit(lambda k, l: t_dist(l).experimental_sample_and_log_prob(seed=k)),
+                jax.jit(lambda k, l: tfd.Normal(l, 1.0).sample(seed=k)),
+                jax.jit(lambda l, a: t_dist(l).log_prob(a)),
+            )
+        )
 
     for u in ACC_U:
         loc = jnp.full((n_draws,), u, jnp.float32)
@@ -130,10 +142,13 @@ def accuracy(n_draws: int) -> tuple[dict[str, dict[float, float]], list[str]]:
                         lp = d.log_prob(a).numpy()
                     except ValueError as err:  # argument validation rejects a = +-1 (uncached)
                         lp = np.full(n_draws, np.nan)
-                        checks.append(f"torch cache_size={cache} at u={u}: log_prob raised ValueError "
-                                      f"({str(err)[:80]}...)")
-                name = "torch TanhTransform(cache_size=1), rsample then log_prob" if cache else (
-                    "torch TanhTransform(cache_size=0), rsample then log_prob (inverts a)"
+                        checks.append(
+                            f"torch cache_size={cache} at u={u}: log_prob raised ValueError ({str(err)[:80]}...)"
+                        )
+                name = (
+                    "torch TanhTransform(cache_size=1), rsample then log_prob"
+                    if cache
+                    else ("torch TanhTransform(cache_size=0), rsample then log_prob (inverts a)")
                 )
                 put(name, u, _max_err(lp, reference_log_prob(x.numpy(), u)))
             tone = torch.full((1,), u, dtype=torch.float32)
@@ -148,7 +163,6 @@ def accuracy(n_draws: int) -> tuple[dict[str, dict[float, float]], list[str]]:
         put("SB3 formula (jax), from the drawn u", u, _max_err(lp, reference_log_prob(x, u)))
         put("SB3 formula (jax), at x = u exactly", u, _max_err(sb3_at(one)[1], ref_given))
     return rows, checks
-
 
 
 def fmt_err(e: float) -> str:
@@ -189,8 +203,13 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", metavar="PATH", help="also write the table as markdown to PATH")
     p.add_argument("--json", metavar="PATH", help="also write the errors to PATH")
     args = p.parse_args(argv)
-    dc.run_alone("reparam tanh-Normal accuracy benchmark", lambda: section(100 if args.quick else 10_000), "accuracy",
-                 args.markdown, args.json)
+    dc.run_alone(
+        "reparam tanh-Normal accuracy benchmark",
+        lambda: section(100 if args.quick else 10_000),
+        "accuracy",
+        args.markdown,
+        args.json,
+    )
     return 0
 
 

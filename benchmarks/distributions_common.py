@@ -90,8 +90,9 @@ def versions() -> dict[str, str]:
     return v
 
 
-def run_alone(title: str, section: Callable[[], tuple[list[str], dict]], key: str, markdown: str | None,
-              json_path: str | None) -> None:
+def run_alone(
+    title: str, section: Callable[[], tuple[list[str], dict]], key: str, markdown: str | None, json_path: str | None
+) -> None:
     """A study run on its own: the header, `section()` (which prints its table and returns its
     markdown lines and raw results), the footer; the markdown to `markdown`, the raw results under
     `key` to `json_path`."""

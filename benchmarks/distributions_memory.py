@@ -29,8 +29,10 @@ import common
 import distributions_common as dc
 
 MIN_ELEMENTS = 100_000
-TITLE = ("MiB: peak RSS increase during one steady-state call, outputs included (separate process, "
-         "MALLOC_MMAP_THRESHOLD_=128 KiB); (XLA n) = XLA's planned temporaries + outputs")
+TITLE = (
+    "MiB: peak RSS increase during one steady-state call, outputs included (separate process, "
+    "MALLOC_MMAP_THRESHOLD_=128 KiB); (XLA n) = XLA's planned temporaries + outputs"
+)
 
 
 def big_sizes(sizes: dict[str, tuple[int, ...]]) -> list[str]:
@@ -65,8 +67,11 @@ def measure(size_names: list[str]) -> dict:
     """Run the worker in a fresh process with the malloc settings of the module docstring."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     with tempfile.TemporaryDirectory() as tmp:
-        result, _ = common.run_child([os.path.abspath(__file__), "--_worker", "--sizes", ",".join(size_names)],
-                                     Path(tmp) / "memory.json", env=env)
+        result, _ = common.run_child(
+            [os.path.abspath(__file__), "--_worker", "--sizes", ",".join(size_names)],
+            Path(tmp) / "memory.json",
+            env=env,
+        )
     if "error" in result:
         print(f"memory worker failed ({result['error']})", file=sys.stderr)
         return {}
@@ -99,9 +104,12 @@ def section(sizes: dict[str, tuple[int, ...]]) -> tuple[list[str], dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="sac,1e6",
-                   help="comma list of 'sac' (256x6), '1e6' (1000000) or a shape like 4096x6; only those with "
-                        ">= 1e5 elements are measured (default: sac,1e6)")
+    p.add_argument(
+        "--sizes",
+        default="sac,1e6",
+        help="comma list of 'sac' (256x6), '1e6' (1000000) or a shape like 4096x6; only those with "
+        ">= 1e5 elements are measured (default: sac,1e6)",
+    )
     p.add_argument("--markdown", metavar="PATH", help="also write the table as markdown to PATH")
     p.add_argument("--json", metavar="PATH", help="also write the measurements to PATH")
     p.add_argument("--_worker", dest="worker", action="store_true", help=argparse.SUPPRESS)

@@ -30,8 +30,11 @@ from reparam.estimators import (
 from reparam.estimators import problems as P
 
 ESTIMATORS = {
-    "pathwise": pathwise, "measure-valued": measure_valued, "score": score_function,
-    "score-ma": moving_average_baseline(0.9), "score-rloo": score_function_loo,
+    "pathwise": pathwise,
+    "measure-valued": measure_valued,
+    "score": score_function,
+    "score-ma": moving_average_baseline(0.9),
+    "score-rloo": score_function_loo,
     "score-cv": score_function_control_variate,
 }
 POINTS = [
@@ -53,8 +56,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     versions = common.versions("jax", "jaxlib", "reparam")
     started = common.announce("reparam gradient-estimator benchmark", versions)
-    print(f"# jax on {jax.devices()[0].platform}; N = {args.num_samples} samples per estimate, "
-          f"{args.num_repeats} repeats; variance of d/dmu | d/dsigma (exact reference gradients)\n")
+    print(
+        f"# jax on {jax.devices()[0].platform}; N = {args.num_samples} samples per estimate, "
+        f"{args.num_repeats} repeats; variance of d/dmu | d/dsigma (exact reference gradients)\n"
+    )
     print(common.markdown_table(["problem", *ESTIMATORS], []), flush=True)
     costs = {name: [] for name in ESTIMATORS}
     raw = {}
@@ -64,15 +69,23 @@ def main(argv=None) -> int:
             m = measure(estimator, problem, problem.params, jax.random.key(i), args.num_repeats, args.num_samples)
             cells.append(f"{float(m.variance.mu):.3g} / {float(m.variance.sigma):.3g}")
             costs[name].append(m.seconds_per_estimate)
-            raw[f"{label}|{name}"] = {"variance_mu": float(m.variance.mu), "variance_sigma": float(m.variance.sigma),
-                                      "seconds_per_estimate": float(m.seconds_per_estimate)}
+            raw[f"{label}|{name}"] = {
+                "variance_mu": float(m.variance.mu),
+                "variance_sigma": float(m.variance.sigma),
+                "seconds_per_estimate": float(m.seconds_per_estimate),
+            }
         print(common.markdown_row([label, *cells]), flush=True)
-    print(common.markdown_row(["time per estimate (us, median over problems)",
-                               *(f"{np.median(c) * 1e6:.2f}" for c in costs.values())]))
+    print(
+        common.markdown_row(
+            ["time per estimate (us, median over problems)", *(f"{np.median(c) * 1e6:.2f}" for c in costs.values())]
+        )
+    )
     common.finish(started)
     if args.json:
-        common.write_json(args.json, common.record(versions, num_repeats=args.num_repeats,
-                                                   num_samples=args.num_samples, estimates=raw))
+        common.write_json(
+            args.json,
+            common.record(versions, num_repeats=args.num_repeats, num_samples=args.num_samples, estimates=raw),
+        )
     return 0
 
 

@@ -30,6 +30,7 @@ PACKAGES = ("jax", "jaxlib", "equinox", "optax", "flax", "torch", "stable_baseli
 
 # --- the adapter: every name the SAC benchmarks take from reparam.rl --------------------------------
 
+
 def rl() -> SimpleNamespace:
     """reparam's RL pieces, imported on first use. The only place the SAC benchmarks import from
     `reparam.rl` (or `reparam.commands`): when those modules move, fix the imports here.
@@ -60,8 +61,9 @@ def rl() -> SimpleNamespace:
         return jax.jit(functools.partial(agent.act, agent.policy(params)))
 
     def train_host(env_id, config, total_steps, seed, *, eval_every, eval_episodes, progress=None):
-        loop = make_host_loop(sac_agent(config), env_id, total_steps=total_steps, eval_every=eval_every,
-                              eval_episodes=eval_episodes)
+        loop = make_host_loop(
+            sac_agent(config), env_id, total_steps=total_steps, eval_every=eval_every, eval_episodes=eval_episodes
+        )
         state, rows = loop.init(seed), []
         for chunk, end in enumerate(loop.ends):
             for t in range(state.vector_step + 1, end + 1):
@@ -71,17 +73,30 @@ def rl() -> SimpleNamespace:
             state, row = loop.advance(state, chunk)
             rows.append(row)
         loop.close(state)
-        return SimpleNamespace(act=acting(loop.agent, state.params), metrics=rows,
-                               steps_per_second=rows[-1].get("training_steps_per_second", float("nan")))
+        return SimpleNamespace(
+            act=acting(loop.agent, state.params),
+            metrics=rows,
+            steps_per_second=rows[-1].get("training_steps_per_second", float("nan")),
+        )
 
     return SimpleNamespace(
-        train_host=train_host, acting=acting, Transition=Transition, add_batch=add_batch, init_buffer=init_buffer,
-        compiled_run=compiled_run, ActionBounds=ActionBounds, SACConfig=SACConfig, init_sac=init_sac, update=update,
-        gradient_steps=gradient_steps, RunSpec=RunSpec,
+        train_host=train_host,
+        acting=acting,
+        Transition=Transition,
+        add_batch=add_batch,
+        init_buffer=init_buffer,
+        compiled_run=compiled_run,
+        ActionBounds=ActionBounds,
+        SACConfig=SACConfig,
+        init_sac=init_sac,
+        update=update,
+        gradient_steps=gradient_steps,
+        RunSpec=RunSpec,
     )
 
 
 # --- shared by the studies -------------------------------------------------------------------------
+
 
 def versions() -> dict:
     """Python, the machine's architecture and CPU count, the packages that import, jax's devices."""
@@ -99,8 +114,13 @@ def versions() -> dict:
 def header(kind: str, **settings) -> dict:
     """The start of a results file: `common.record` (date, machine, versions, command) and the
     kind, start time, `uptime` line and settings."""
-    return common.record(versions(), kind=kind, started=common.now(), uptime_start=common.uptime(),
-                         **({"settings": settings} if settings else {}))
+    return common.record(
+        versions(),
+        kind=kind,
+        started=common.now(),
+        uptime_start=common.uptime(),
+        **({"settings": settings} if settings else {}),
+    )
 
 
 def evaluate_gym(act, episodes: int = 10) -> list[float]:
@@ -162,7 +182,10 @@ def dispatch(p: argparse.ArgumentParser, argv, *, study, table, one=None) -> Non
 
 def parser(doc: str, script: str) -> argparse.ArgumentParser:
     """The study's parser: description from the docstring, `--table JSON` to re-print a results file."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"See the module docstring (head -n 60 benchmarks/{script}) for the method.")
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"See the module docstring (head -n 60 benchmarks/{script}) for the method.",
+    )
     p.add_argument("--table", metavar="JSON", help="only re-print the tables of a results file written by this script")
     return p

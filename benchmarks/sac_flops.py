@@ -53,11 +53,13 @@ def flops(args) -> None:
     state = R.init_sac(k[0], obs_dim, action_dim, config)
 
     def rows(key, n):
-        return R.Transition(jax.random.normal(key, (n, obs_dim)),
-                            jax.random.uniform(key, (n, action_dim), minval=-2, maxval=2),
-                            -jax.random.uniform(key, (n,)) * 10,
-                            jax.random.normal(jax.random.fold_in(key, 1), (n, obs_dim)),
-                            jnp.zeros((n,)))
+        return R.Transition(
+            jax.random.normal(key, (n, obs_dim)),
+            jax.random.uniform(key, (n, action_dim), minval=-2, maxval=2),
+            -jax.random.uniform(key, (n,)) * 10,
+            jax.random.normal(jax.random.fold_in(key, 1), (n, obs_dim)),
+            jnp.zeros((n,)),
+        )
 
     batch = rows(k[1], batch_size)
 
@@ -105,17 +107,30 @@ def flops(args) -> None:
         reps = max(5, int(2e10 // (2 * m_ * n_ * k_)))
         times = common.time_calls(lambda mm=mm, a=a, b=b: jax.block_until_ready(mm(a, b)), reps, warmup=1)
         work = 2 * m_ * n_ * k_
-        peaks[f"{m_}x{k_} @ {k_}x{n_}"] = dict(flops=work, median_s=statistics.median(times), best_s=min(times),
-                                               gflops_median=work / statistics.median(times) / 1e9,
-                                               gflops_best=work / min(times) / 1e9)
+        peaks[f"{m_}x{k_} @ {k_}x{n_}"] = dict(
+            flops=work,
+            median_s=statistics.median(times),
+            best_s=min(times),
+            gflops_median=work / statistics.median(times) / 1e9,
+            gflops_best=work / min(times) / 1e9,
+        )
     peak = peaks["2048x2048 @ 2048x2048"]["gflops_best"]
     t_call, t_scan = statistics.median(per_call), statistics.median(per_scan) / args.scan_length
-    data.update(update_flops=update_flops, update_bytes_accessed=float(cost.get("bytes accessed", float("nan"))),
-                scan_length=args.scan_length, scan_flops_per_update=scan_flops,  # XLA counts a loop body once
-                per_call_s=per_call, per_scan_s=per_scan, update_s_per_call=t_call, update_s_in_scan=t_scan,
-                matmul=peaks, peak_gflops=peak, uptime_end=common.uptime(),
-                achieved_gflops_per_call=update_flops / t_call / 1e9,
-                achieved_gflops_in_scan=update_flops / t_scan / 1e9)
+    data.update(
+        update_flops=update_flops,
+        update_bytes_accessed=float(cost.get("bytes accessed", float("nan"))),
+        scan_length=args.scan_length,
+        scan_flops_per_update=scan_flops,  # XLA counts a loop body once
+        per_call_s=per_call,
+        per_scan_s=per_scan,
+        update_s_per_call=t_call,
+        update_s_in_scan=t_scan,
+        matmul=peaks,
+        peak_gflops=peak,
+        uptime_end=common.uptime(),
+        achieved_gflops_per_call=update_flops / t_call / 1e9,
+        achieved_gflops_in_scan=update_flops / t_scan / 1e9,
+    )
     common.write_json(args.out, data)
     print(table(data))
 
@@ -123,20 +138,35 @@ def flops(args) -> None:
 def table(d: dict) -> str:
     matmul = [[name, f"{m['gflops_best']:.1f}", f"{m['gflops_median']:.1f}"] for name, m in d["matmul"].items()]
     updates = [
-        [f"one jitted `update` call per update ({len(d['per_call_s'])} calls)", f"{d['update_s_per_call'] * 1e3:.2f}",
-         f"{d['achieved_gflops_per_call']:.1f}", f"{d['achieved_gflops_per_call'] / d['peak_gflops']:.0%}"],
-        [f"`lax.scan` of {d['scan_length']} (sample + update), host loop's kernel ({len(d['per_scan_s'])} calls)",
-         f"{d['update_s_in_scan'] * 1e3:.2f}", f"{d['achieved_gflops_in_scan']:.1f}",
-         f"{d['achieved_gflops_in_scan'] / d['peak_gflops']:.0%}"],
+        [
+            f"one jitted `update` call per update ({len(d['per_call_s'])} calls)",
+            f"{d['update_s_per_call'] * 1e3:.2f}",
+            f"{d['achieved_gflops_per_call']:.1f}",
+            f"{d['achieved_gflops_per_call'] / d['peak_gflops']:.0%}",
+        ],
+        [
+            f"`lax.scan` of {d['scan_length']} (sample + update), host loop's kernel ({len(d['per_scan_s'])} calls)",
+            f"{d['update_s_in_scan'] * 1e3:.2f}",
+            f"{d['achieved_gflops_in_scan']:.1f}",
+            f"{d['achieved_gflops_in_scan'] / d['peak_gflops']:.0%}",
+        ],
     ]
-    return "\n".join([
-        f"FLOPs of one update (XLA cost analysis, Pendulum, batch 256, 256x256): {d['update_flops'] / 1e9:.3f} GFLOP "
-        f"(the host loop's scan kernel, batch sampling included, whose loop body XLA counts once: "
-        f"{d['scan_flops_per_update'] / 1e9:.3f} GFLOP per update)", "",
-        common.markdown_table(["float32 matmul under jit", "GFLOP/s (best)", "GFLOP/s (median)"], matmul), "",
-        common.markdown_table(["update", "ms per update (median)", "achieved GFLOP/s",
-                               "fraction of the 2048 matmul peak"], updates), "",
-        f"{d['uptime_start']} (start); {d['uptime_end']} (end)"])
+    return "\n".join(
+        [
+            f"FLOPs of one update (XLA cost analysis, Pendulum, batch 256, 256x256): "
+            f"{d['update_flops'] / 1e9:.3f} GFLOP "
+            f"(the host loop's scan kernel, batch sampling included, whose loop body XLA counts once: "
+            f"{d['scan_flops_per_update'] / 1e9:.3f} GFLOP per update)",
+            "",
+            common.markdown_table(["float32 matmul under jit", "GFLOP/s (best)", "GFLOP/s (median)"], matmul),
+            "",
+            common.markdown_table(
+                ["update", "ms per update (median)", "achieved GFLOP/s", "fraction of the 2048 matmul peak"], updates
+            ),
+            "",
+            f"{d['uptime_start']} (start); {d['uptime_end']} (end)",
+        ]
+    )
 
 
 def diagnose(args) -> None:
@@ -155,17 +185,25 @@ def diagnose(args) -> None:
     key0 = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
     unbatch = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
     chunk = jnp.int32(0)
-    for name, fn, batched in (("vmapped over 1 seed (reparam sac)", advance, True),
-                              ("not vmapped", eqx.filter_jit(compiled.advance), False)):
-        prepare = (lambda: (init(keys), jnp.array(key0, copy=True))) if batched else (
-            lambda: (unbatch(init(keys)), jnp.array(key0[0], copy=True)))
+    for name, fn, batched in (
+        ("vmapped over 1 seed (reparam sac)", advance, True),
+        ("not vmapped", eqx.filter_jit(compiled.advance), False),
+    ):
+        prepare = (
+            (lambda: (init(keys), jnp.array(key0, copy=True)))
+            if batched
+            else (lambda: (unbatch(init(keys)), jnp.array(key0[0], copy=True)))
+        )
         fn_c = fn.lower(*prepare(), chunk).compile()
         for _ in range(args.repeats):
             carry, key = jax.block_until_ready(prepare())
             t = time.perf_counter()
             jax.block_until_ready(fn_c(carry, key, jnp.int32(0)))  # donated: a fresh chunk index
-            print(f"warm-up chunk ({ls} uniform-random steps, 1 gradient step, 10-episode evaluation), {name}: "
-                  f"{time.perf_counter() - t:.2f} s", flush=True)
+            print(
+                f"warm-up chunk ({ls} uniform-random steps, 1 gradient step, 10-episode evaluation), {name}: "
+                f"{time.perf_counter() - t:.2f} s",
+                flush=True,
+            )
     keys = jax.random.split(jax.random.key(0), args.seeds_memory)
     carry, key = init(keys), jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     for donate in ("all-except-first", "all"):
@@ -173,16 +211,24 @@ def diagnose(args) -> None:
         m = eqx.filter_jit(vmapped, donate=donate).lower(carry, key, chunk).compile().compiled.memory_analysis()
         what = "carry donated, as compiled_run" if donate == "all" else "carry not donated"
         mib = {name: getattr(m, f"{name}_size_in_bytes") / 2**20 for name in ("argument", "output", "alias", "temp")}
-        print(f"{args.seeds_memory} seeds, donate={donate!r} ({what}): XLA plans arguments {mib['argument']:.0f} MiB, "
-              f"outputs {mib['output']:.0f}, aliased {mib['alias']:.0f}, temporaries {mib['temp']:.0f}", flush=True)
+        print(
+            f"{args.seeds_memory} seeds, donate={donate!r} ({what}): XLA plans arguments {mib['argument']:.0f} MiB, "
+            f"outputs {mib['output']:.0f}, aliased {mib['alias']:.0f}, temporaries {mib['temp']:.0f}",
+            flush=True,
+        )
     print()
     common.print_load("end")
 
 
 def main(argv=None) -> None:
     p = sac_common.parser(__doc__, "sac_flops.py")
-    p.add_argument("what", nargs="?", default="cost", choices=["cost", "diagnose"],
-                   help="cost: FLOPs, time per update, matmul peak (default); diagnose: compiled-loop diagnostics")
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="cost",
+        choices=["cost", "diagnose"],
+        help="cost: FLOPs, time per update, matmul peak (default); diagnose: compiled-loop diagnostics",
+    )
     g = p.add_argument_group("cost")
     g.add_argument("--iterations", type=int, default=300, help="timed update calls (default 300)")
     g.add_argument("--scan-length", type=int, default=100, help="updates per scanned call (default 100)")

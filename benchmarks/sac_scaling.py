@@ -72,48 +72,93 @@ def scaling_one(args) -> None:
         chunk_s.append(time.perf_counter() - t)
         finite &= all(bool(np.all(np.isfinite(np.asarray(v)))) for v in metrics.values())
     median = statistics.median(chunk_s)
-    result = dict(num_seeds=k, timed_steps_per_chunk=steps, chunks=args.chunks, chunk_s=chunk_s,
-                  steps_timed_per_seed=steps * args.chunks, first_step=warm_chunks * steps + 1,
-                  aggregate_steps_per_second=k * steps / median, per_seed_steps_per_second=steps / median,
-                  best_aggregate_steps_per_second=k * steps / min(chunk_s), warmup_s=warmup_s, compile_s=compile_s,
-                  xla_memory_mib=memory, peak_rss_mib=common.peak_rss_mib(), metrics_finite=finite,
-                  params_finite=sac_common.all_finite(carry.params),
-                  last_eval_return=[float(x) for x in np.asarray(metrics["eval_return"])],
-                  device=str(jax.devices()[0]))
+    result = dict(
+        num_seeds=k,
+        timed_steps_per_chunk=steps,
+        chunks=args.chunks,
+        chunk_s=chunk_s,
+        steps_timed_per_seed=steps * args.chunks,
+        first_step=warm_chunks * steps + 1,
+        aggregate_steps_per_second=k * steps / median,
+        per_seed_steps_per_second=steps / median,
+        best_aggregate_steps_per_second=k * steps / min(chunk_s),
+        warmup_s=warmup_s,
+        compile_s=compile_s,
+        xla_memory_mib=memory,
+        peak_rss_mib=common.peak_rss_mib(),
+        metrics_finite=finite,
+        params_finite=sac_common.all_finite(carry.params),
+        last_eval_return=[float(x) for x in np.asarray(metrics["eval_return"])],
+        device=str(jax.devices()[0]),
+    )
     common.write_json(args.json, result)
 
 
 def scaling(args) -> None:
     out = Path(args.out)
-    data = sac_common.header("scaling", total_steps=args.total_steps, learning_starts=args.learning_starts,
-                             chunks=args.chunks)
+    data = sac_common.header(
+        "scaling", total_steps=args.total_steps, learning_starts=args.learning_starts, chunks=args.chunks
+    )
     data["runs"] = []
     print(f"# SAC compiled-loop scaling, {data['started']}; {data['uptime_start']}", flush=True)
     print(f"machine: {data['machine']}\ncommand: {data['command']}", flush=True)
     for i, k in enumerate(args.num_seeds):
-        steps = args.timed_steps[i] if args.timed_steps and len(args.timed_steps) > 1 else (
-            args.timed_steps[0] if args.timed_steps else DEFAULT_TIMED_STEPS.get(k, max(4, 2048 // k)))
+        steps = (
+            args.timed_steps[i]
+            if args.timed_steps and len(args.timed_steps) > 1
+            else (args.timed_steps[0] if args.timed_steps else DEFAULT_TIMED_STEPS.get(k, max(4, 2048 // k)))
+        )
         result, info = common.run_child(
-            [__file__, "--_one", "--seeds-one", k, "--timed-steps-one", steps, "--chunks", args.chunks,
-             "--total-steps", args.total_steps, "--learning-starts", args.learning_starts],
-            out.with_name(f"{out.stem}.{k}.tmp.json"))
+            [
+                __file__,
+                "--_one",
+                "--seeds-one",
+                k,
+                "--timed-steps-one",
+                steps,
+                "--chunks",
+                args.chunks,
+                "--total-steps",
+                args.total_steps,
+                "--learning-starts",
+                args.learning_starts,
+            ],
+            out.with_name(f"{out.stem}.{k}.tmp.json"),
+        )
         if "error" in result:
             result = dict(num_seeds=k, **result)
         result.update(load_before=info["load_before"], load_after=info["load_after"])
         data["runs"].append(result)
         common.write_json(out, data)
-        print(f"{k} seeds: " + (result.get("error") or f"{result['aggregate_steps_per_second']:.1f} steps/s aggregate, "
-              f"{result['per_seed_steps_per_second']:.2f} per seed, "
-              f"finite={result['metrics_finite'] and result['params_finite']}"), flush=True)
+        print(
+            f"{k} seeds: "
+            + (
+                result.get("error")
+                or f"{result['aggregate_steps_per_second']:.1f} steps/s aggregate, "
+                f"{result['per_seed_steps_per_second']:.2f} per seed, "
+                f"finite={result['metrics_finite'] and result['params_finite']}"
+            ),
+            flush=True,
+        )
     data.update(finished=common.now(), uptime_end=common.uptime())
     common.write_json(out, data)
     print(table(data))
 
 
 def table(data: dict) -> str:
-    header = ["seeds", "env steps timed per seed (chunks x steps)", "aggregate env steps/s (median chunk)", "per seed",
-              "best chunk, aggregate", "compile s", "warm-up s", "XLA memory MiB (args + out + temp)", "peak RSS MiB",
-              "all finite", "load before -> after"]
+    header = [
+        "seeds",
+        "env steps timed per seed (chunks x steps)",
+        "aggregate env steps/s (median chunk)",
+        "per seed",
+        "best chunk, aggregate",
+        "compile s",
+        "warm-up s",
+        "XLA memory MiB (args + out + temp)",
+        "peak RSS MiB",
+        "all finite",
+        "load before -> after",
+    ]
     rows = []
     for r in data["runs"]:
         if "error" in r:
@@ -121,23 +166,42 @@ def table(data: dict) -> str:
             continue
         m = r["xla_memory_mib"]
         mem = f"{m['argument']:.0f} + {m['output']:.0f} + {m['temp']:.0f}" if m else "-"
-        rows.append([str(r["num_seeds"]), f"{r['steps_timed_per_seed']} ({r['chunks']} x {r['timed_steps_per_chunk']})",
-                     f"{r['aggregate_steps_per_second']:.1f}", f"{r['per_seed_steps_per_second']:.2f}",
-                     f"{r['best_aggregate_steps_per_second']:.1f}", f"{r['compile_s']:.1f}", f"{r['warmup_s']:.1f}",
-                     mem,
-                     f"{r['peak_rss_mib']:.0f}", "yes" if r["metrics_finite"] and r["params_finite"] else "NO",
-                     f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}"])
-    return "\n".join([common.markdown_table(header, rows), "",
-                      f"Device: {data['runs'][0].get('device', '?') if data['runs'] else '?'}; "
-                      f"{data['uptime_start']} (start); {data.get('uptime_end', '?')} (end)"])
+        rows.append(
+            [
+                str(r["num_seeds"]),
+                f"{r['steps_timed_per_seed']} ({r['chunks']} x {r['timed_steps_per_chunk']})",
+                f"{r['aggregate_steps_per_second']:.1f}",
+                f"{r['per_seed_steps_per_second']:.2f}",
+                f"{r['best_aggregate_steps_per_second']:.1f}",
+                f"{r['compile_s']:.1f}",
+                f"{r['warmup_s']:.1f}",
+                mem,
+                f"{r['peak_rss_mib']:.0f}",
+                "yes" if r["metrics_finite"] and r["params_finite"] else "NO",
+                f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}",
+            ]
+        )
+    return "\n".join(
+        [
+            common.markdown_table(header, rows),
+            "",
+            f"Device: {data['runs'][0].get('device', '?') if data['runs'] else '?'}; "
+            f"{data['uptime_start']} (start); {data.get('uptime_end', '?')} (end)",
+        ]
+    )
 
 
 def main(argv=None) -> None:
     p = sac_common.parser(__doc__, "sac_scaling.py")
     sac_common.add_run_options(p)
     p.add_argument("--num-seeds", type=int, nargs="+", default=[1, 8, 64, 256])
-    p.add_argument("--timed-steps", type=int, nargs="+", default=None,
-                   help=f"env steps per timed chunk, one value or one per seed count (default {DEFAULT_TIMED_STEPS})")
+    p.add_argument(
+        "--timed-steps",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"env steps per timed chunk, one value or one per seed count (default {DEFAULT_TIMED_STEPS})",
+    )
     p.add_argument("--chunks", type=int, default=3, help="timed chunks per seed count (the median is reported)")
     p.add_argument("--out", default=str(RESULTS / "sac_scaling.json"))
     # Internal (--_one): one seed count in this process.

@@ -56,8 +56,12 @@ from common import fmt, markdown_table
 from sac_common import ENV_GYM, ENV_JAX, RESULTS, rl
 
 CONTENDERS = ("sb3", "sbx", "host", "compiled")
-LABELS = {"sb3": "SB3 2.9.2 (torch)", "sbx": "SBX 0.28 (jax)", "host": "reparam host loop",
-          "compiled": "reparam compiled loop (gymnax)"}
+LABELS = {
+    "sb3": "SB3 2.9.2 (torch)",
+    "sbx": "SBX 0.28 (jax)",
+    "host": "reparam host loop",
+    "compiled": "reparam compiled loop (gymnax)",
+}
 SKIP_TRAIN_STEPS = 10
 """Gradient steps at the start of the training phase left out of the rate (JIT compilation)."""
 
@@ -68,6 +72,7 @@ def training_rate(times, a: int, b: int) -> float:
 
 
 # --- one contender, one seed (each in its own process) --------------------------------------------
+
 
 def run_peer(kind: str, seed: int, total: int, learning_starts: int, episodes: int) -> dict:
     """SB3 (torch, 2 threads, CPU) or SBX SAC with the benchmark's settings."""
@@ -93,17 +98,39 @@ def run_peer(kind: str, seed: int, total: int, learning_starts: int, episodes: i
             return True
 
     start = time.perf_counter()
-    model = SAC("MlpPolicy", gym.make(ENV_GYM), learning_rate=3e-4, buffer_size=1_000_000,
-                learning_starts=learning_starts, batch_size=256, tau=0.005, gamma=0.99, train_freq=1,
-                gradient_steps=1, ent_coef="auto", target_entropy="auto", use_sde=False,
-                policy_kwargs=dict(net_arch=[256, 256]), seed=seed, verbose=0, **extra)
+    model = SAC(
+        "MlpPolicy",
+        gym.make(ENV_GYM),
+        learning_rate=3e-4,
+        buffer_size=1_000_000,
+        learning_starts=learning_starts,
+        batch_size=256,
+        tau=0.005,
+        gamma=0.99,
+        train_freq=1,
+        gradient_steps=1,
+        ent_coef="auto",
+        target_entropy="auto",
+        use_sde=False,
+        policy_kwargs=dict(net_arch=[256, 256]),
+        seed=seed,
+        verbose=0,
+        **extra,
+    )
     model.learn(total_timesteps=total, callback=Stamp())
     end = time.perf_counter()
     a, b = learning_starts + SKIP_TRAIN_STEPS, total - 1
     returns = sac_common.evaluate_gym(lambda obs: model.predict(obs, deterministic=True)[0], episodes)
-    return dict(wall_s=end - start, train_steps_per_second=training_rate(times, a, b), timed_steps=[a, b],
-                warmup_s=float(times[learning_starts - 1] - start), compile_s=None, eval_returns=returns,
-                eval_return=statistics.fmean(returns), own_eval_return=None)
+    return dict(
+        wall_s=end - start,
+        train_steps_per_second=training_rate(times, a, b),
+        timed_steps=[a, b],
+        warmup_s=float(times[learning_starts - 1] - start),
+        compile_s=None,
+        eval_returns=returns,
+        eval_return=statistics.fmean(returns),
+        own_eval_return=None,
+    )
 
 
 def run_host(seed: int, total: int, learning_starts: int, episodes: int) -> dict:
@@ -117,16 +144,30 @@ def run_host(seed: int, total: int, learning_starts: int, episodes: int) -> dict
         times[done] = time.perf_counter()
 
     start = time.perf_counter()
-    result = R.train_host(ENV_GYM, R.SACConfig(learning_starts=learning_starts), total, seed,
-                          eval_every=total, eval_episodes=episodes, progress=progress)
+    result = R.train_host(
+        ENV_GYM,
+        R.SACConfig(learning_starts=learning_starts),
+        total,
+        seed,
+        eval_every=total,
+        eval_episodes=episodes,
+        progress=progress,
+    )
     end = time.perf_counter()
     a, b = learning_starts + SKIP_TRAIN_STEPS, total - 1
     returns = sac_common.evaluate_actor(result.act, episodes)
-    return dict(wall_s=end - start, train_steps_per_second=training_rate(times, a, b), timed_steps=[a, b],
-                host_internal_steps_per_second=result.steps_per_second,
-                warmup_s=float(times[learning_starts - 1] - start), compile_s=None, eval_returns=returns,
-                eval_return=statistics.fmean(returns), own_eval_return=result.metrics[-1]["eval_return"],
-                own_metrics=result.metrics[-1])
+    return dict(
+        wall_s=end - start,
+        train_steps_per_second=training_rate(times, a, b),
+        timed_steps=[a, b],
+        host_internal_steps_per_second=result.steps_per_second,
+        warmup_s=float(times[learning_starts - 1] - start),
+        compile_s=None,
+        eval_returns=returns,
+        eval_return=statistics.fmean(returns),
+        own_eval_return=result.metrics[-1]["eval_return"],
+        own_metrics=result.metrics[-1],
+    )
 
 
 def run_compiled(seed: int, total: int, learning_starts: int, episodes: int) -> dict:
@@ -161,15 +202,28 @@ def run_compiled(seed: int, total: int, learning_starts: int, episodes: int) -> 
     act = R.acting(compiled.agent, jax.tree.map(lambda x: x[0], carry.params))
     returns = sac_common.evaluate_actor(act, episodes)
     train_steps = (spec.num_evals - 1) * spec.eval_every
-    return dict(wall_s=end - start, train_steps_per_second=train_steps / sum(chunk_s[1:]),
-                timed_steps=[learning_starts, total], compile_s=compile_s, warmup_s=chunk_s[0], chunk_s=chunk_s,
-                eval_returns=returns, eval_return=statistics.fmean(returns), own_eval_return=rows[-1]["eval_return"],
-                own_metrics=rows[-1], finite=finite)
+    return dict(
+        wall_s=end - start,
+        train_steps_per_second=train_steps / sum(chunk_s[1:]),
+        timed_steps=[learning_starts, total],
+        compile_s=compile_s,
+        warmup_s=chunk_s[0],
+        chunk_s=chunk_s,
+        eval_returns=returns,
+        eval_return=statistics.fmean(returns),
+        own_eval_return=rows[-1]["eval_return"],
+        own_metrics=rows[-1],
+        finite=finite,
+    )
 
 
 def one(args) -> None:
-    runner = {"sb3": lambda *a: run_peer("sb3", *a), "sbx": lambda *a: run_peer("sbx", *a), "host": run_host,
-              "compiled": run_compiled}[args.contender]
+    runner = {
+        "sb3": lambda *a: run_peer("sb3", *a),
+        "sbx": lambda *a: run_peer("sbx", *a),
+        "host": run_host,
+        "compiled": run_compiled,
+    }[args.contender]
     result = runner(args.seed, args.total_steps, args.learning_starts, args.eval_episodes)
     result.update(contender=args.contender, seed=args.seed, peak_rss_mib=common.peak_rss_mib())
     common.write_json(args.json, result)
@@ -177,12 +231,20 @@ def one(args) -> None:
 
 # --- the orchestrator -------------------------------------------------------------------------------
 
+
 def side_by_side(args) -> None:
     out = Path(args.out)
-    data = sac_common.header("side-by-side", total_steps=args.total_steps, learning_starts=args.learning_starts,
-                             eval_episodes=args.eval_episodes, sb3_omp_wait_policy=args.sb3_omp_wait_policy,
-                             seeds=args.seeds, contenders=args.contenders, eval_seed=sac_common.EVAL_SEED,
-                             skip_train_steps=SKIP_TRAIN_STEPS)
+    data = sac_common.header(
+        "side-by-side",
+        total_steps=args.total_steps,
+        learning_starts=args.learning_starts,
+        eval_episodes=args.eval_episodes,
+        sb3_omp_wait_policy=args.sb3_omp_wait_policy,
+        seeds=args.seeds,
+        contenders=args.contenders,
+        eval_seed=sac_common.EVAL_SEED,
+        skip_train_steps=SKIP_TRAIN_STEPS,
+    )
     data["runs"] = []
     print(f"# SAC side by side, {data['started']}; {data['uptime_start']}", flush=True)
     print(f"machine: {data['machine']}\ncommand: {data['command']}", flush=True)
@@ -192,26 +254,55 @@ def side_by_side(args) -> None:
             if contender == "sb3" and args.sb3_omp_wait_policy != "default":
                 env["OMP_WAIT_POLICY"] = args.sb3_omp_wait_policy
             result, info = common.run_child(
-                [__file__, "--_one", "--contender", contender, "--seed", seed, "--total-steps", args.total_steps,
-                 "--learning-starts", args.learning_starts, "--eval-episodes", args.eval_episodes],
-                out.with_name(f"{out.stem}.{contender}.{seed}.tmp.json"), env=env)
+                [
+                    __file__,
+                    "--_one",
+                    "--contender",
+                    contender,
+                    "--seed",
+                    seed,
+                    "--total-steps",
+                    args.total_steps,
+                    "--learning-starts",
+                    args.learning_starts,
+                    "--eval-episodes",
+                    args.eval_episodes,
+                ],
+                out.with_name(f"{out.stem}.{contender}.{seed}.tmp.json"),
+                env=env,
+            )
             if "error" in result:
                 result.update(contender=contender, seed=seed)
             result.update(info)
             data["runs"].append(result)
             common.write_json(out, data)
             before = info["load_before"]
-            print(f"seed {seed} {contender:9s}: " + (result.get("error") or
-                  f"{result['train_steps_per_second']:.1f} train steps/s, wall {result['wall_s']:.0f} s, "
-                  f"return {result['eval_return']:.1f}, load {before[0]:.2f} -> {result['load_after'][0]:.2f}"),
-                  flush=True)
+            print(
+                f"seed {seed} {contender:9s}: "
+                + (
+                    result.get("error")
+                    or f"{result['train_steps_per_second']:.1f} train steps/s, wall {result['wall_s']:.0f} s, "
+                    f"return {result['eval_return']:.1f}, load {before[0]:.2f} -> {result['load_after'][0]:.2f}"
+                ),
+                flush=True,
+            )
     data.update(finished=common.now(), uptime_end=common.uptime())
     common.write_json(out, data)
     print(tables(data))
 
 
-PER_RUN = ["seed", "contender", "train env steps/s", "wall s", "compile s", "warm-up s", "final return",
-           "reparam's own eval", "load 1-min before -> after", "peak RSS MiB"]
+PER_RUN = [
+    "seed",
+    "contender",
+    "train env steps/s",
+    "wall s",
+    "compile s",
+    "warm-up s",
+    "final return",
+    "reparam's own eval",
+    "load 1-min before -> after",
+    "peak RSS MiB",
+]
 SUMMARY = ["contender", "train env steps/s", "wall s", "final return, mean", "final returns per seed"]
 
 
@@ -225,20 +316,40 @@ def tables(data: dict) -> str:
         for c in present:
             r = get.get((c, seed))
             if r is not None:
-                per_run.append([str(seed), LABELS[c], f"{r['train_steps_per_second']:.1f}", f"{r['wall_s']:.0f}",
-                                fmt(r.get("compile_s")), f"{r['warmup_s']:.1f}", f"{r['eval_return']:.1f}",
-                                fmt(r.get("own_eval_return")), f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}",
-                                f"{r['peak_rss_mib']:.0f}"])
-    lines = [f"Settings: {data['settings']}", "", "Per run (return: deterministic policy, 10 fresh Gymnasium "
-             "Pendulum-v1 episodes, the same for every contender):", "",
-             markdown_table(PER_RUN, per_run)]
+                per_run.append(
+                    [
+                        str(seed),
+                        LABELS[c],
+                        f"{r['train_steps_per_second']:.1f}",
+                        f"{r['wall_s']:.0f}",
+                        fmt(r.get("compile_s")),
+                        f"{r['warmup_s']:.1f}",
+                        f"{r['eval_return']:.1f}",
+                        fmt(r.get("own_eval_return")),
+                        f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}",
+                        f"{r['peak_rss_mib']:.0f}",
+                    ]
+                )
+    lines = [
+        f"Settings: {data['settings']}",
+        "",
+        "Per run (return: deterministic policy, 10 fresh Gymnasium "
+        "Pendulum-v1 episodes, the same for every contender):",
+        "",
+        markdown_table(PER_RUN, per_run),
+    ]
     mean = lambda c, k: statistics.fmean(get[(c, s)][k] for s in seeds if (c, s) in get)  # noqa: E731
-    summary = [[LABELS[c], f"{mean(c, 'train_steps_per_second'):.1f}", f"{mean(c, 'wall_s'):.0f}",
-                f"{mean(c, 'eval_return'):.1f}",
-                ", ".join(f"{get[(c, s)]['eval_return']:.0f}" for s in seeds if (c, s) in get)]
-               for c in present]
-    lines += ["", "Summary (mean over seeds; returns per seed in seed order):", "",
-              markdown_table(SUMMARY, summary)]
+    summary = [
+        [
+            LABELS[c],
+            f"{mean(c, 'train_steps_per_second'):.1f}",
+            f"{mean(c, 'wall_s'):.0f}",
+            f"{mean(c, 'eval_return'):.1f}",
+            ", ".join(f"{get[(c, s)]['eval_return']:.0f}" for s in seeds if (c, s) in get),
+        ]
+        for c in present
+    ]
+    lines += ["", "Summary (mean over seeds; returns per seed in seed order):", "", markdown_table(SUMMARY, summary)]
     pairs = [(a, b) for a in ("host", "compiled") for b in ("sb3", "sbx") if a in present and b in present]
     if pairs:
         ratio_rows = []
@@ -246,19 +357,32 @@ def tables(data: dict) -> str:
             both = [s for s in seeds if (a, s) in get and (b, s) in get]
             ratios = [get[(a, s)]["train_steps_per_second"] / get[(b, s)]["train_steps_per_second"] for s in both]
             walls = [get[(b, s)]["wall_s"] / get[(a, s)]["wall_s"] for s in both]
-            ratio_rows.append([f"{LABELS[a]} / {LABELS[b]}", *(f"{x:.2f}x" for x in ratios),
-                               f"{statistics.fmean(ratios):.2f}x", f"{statistics.fmean(walls):.2f}x"])
-        lines += ["", "Ratios, paired by seed (interleaved runs): training-phase env steps/s reparam / peer, "
-                  "and wall time peer / reparam (above 1, reparam is faster):", "",
-                  markdown_table(["ratio", *(f"seed {s}" for s in seeds), "mean", "wall-time ratio, mean"], ratio_rows)]
+            ratio_rows.append(
+                [
+                    f"{LABELS[a]} / {LABELS[b]}",
+                    *(f"{x:.2f}x" for x in ratios),
+                    f"{statistics.fmean(ratios):.2f}x",
+                    f"{statistics.fmean(walls):.2f}x",
+                ]
+            )
+        lines += [
+            "",
+            "Ratios, paired by seed (interleaved runs): training-phase env steps/s reparam / peer, "
+            "and wall time peer / reparam (above 1, reparam is faster):",
+            "",
+            markdown_table(["ratio", *(f"seed {s}" for s in seeds), "mean", "wall-time ratio, mean"], ratio_rows),
+        ]
     errors = [r for r in data["runs"] if "error" in r]
     if errors:
         lines += ["", "Failed runs: " + ", ".join(f"{r['contender']} seed {r['seed']} ({r['error']})" for r in errors)]
     if any(r.get("finite") is False for r in runs):
         bad = [r["seed"] for r in runs if r.get("finite") is False]
         lines += ["", "NON-FINITE values in a compiled run: " + str(bad)]
-    lines += ["", f"Machine: {data['versions'].get('cpus')} CPUs; {data['uptime_start']} (start); "
-              f"{data.get('uptime_end', '?')} (end)"]
+    lines += [
+        "",
+        f"Machine: {data['versions'].get('cpus')} CPUs; {data['uptime_start']} (start); "
+        f"{data.get('uptime_end', '?')} (end)",
+    ]
     return "\n".join(lines)
 
 
@@ -268,9 +392,13 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--sb3-omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
-                   help="OMP_WAIT_POLICY of the SB3 (torch) process (default PASSIVE: on a shared machine torch's "
-                        "spinning OpenMP threads can slow SB3 several-fold; 'default' leaves the variable unset)")
+    p.add_argument(
+        "--sb3-omp-wait-policy",
+        default="PASSIVE",
+        choices=["PASSIVE", "ACTIVE", "default"],
+        help="OMP_WAIT_POLICY of the SB3 (torch) process (default PASSIVE: on a shared machine torch's "
+        "spinning OpenMP threads can slow SB3 several-fold; 'default' leaves the variable unset)",
+    )
     p.add_argument("--out", default=str(RESULTS / "sac_side_by_side.json"))
     # Internal (--_one): one contender and seed in this process.
     p.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)

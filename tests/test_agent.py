@@ -36,8 +36,13 @@ BOUNDS = ActionBounds(jnp.array([-2.0, 0.0], jnp.float32), jnp.array([2.0, 1.0],
 def filled_buffer(rows=10, seed=0):
     rng = np.random.default_rng(seed)
     f32 = lambda *shape: rng.normal(size=(rows, *shape)).astype(np.float32)
-    data = Transition(f32(OBS), rng.uniform(0, 1, (rows, ACT)).astype(np.float32), f32(), f32(OBS),
-                      (rng.uniform(size=rows) < 0.2).astype(np.float32))
+    data = Transition(
+        f32(OBS),
+        rng.uniform(0, 1, (rows, ACT)).astype(np.float32),
+        f32(),
+        f32(OBS),
+        (rng.uniform(size=rows) < 0.2).astype(np.float32),
+    )
     return add_batch(init_buffer(jax.tree.map(lambda x: x[0], data), 16), data)
 
 
@@ -74,10 +79,12 @@ def test_both_loops_learn_the_mean_of_the_phase():
         manual.append(m)
     assert int(compiled["gradient_steps"]) == int(state.gradient_steps) == 3
     for name in METRICS:
-        np.testing.assert_allclose(compiled[name], np.mean([float(m[name]) for m in manual]), rtol=2e-5, atol=1e-6,
-                                   err_msg=name)
-    for a, b in zip(jax.tree.leaves(compiled_params.state), jax.tree.leaves(eqx.filter(state, eqx.is_array)),
-                    strict=True):
+        np.testing.assert_allclose(
+            compiled[name], np.mean([float(m[name]) for m in manual]), rtol=2e-5, atol=1e-6, err_msg=name
+        )
+    for a, b in zip(
+        jax.tree.leaves(compiled_params.state), jax.tree.leaves(eqx.filter(state, eqx.is_array)), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -86,8 +93,9 @@ def test_act_is_the_rescaled_tanh_of_the_mean_and_explore_stays_in_bounds():
     params = jax.jit(agent.init, static_argnums=1)(jax.random.key(1), OBS, BOUNDS)
     policy = agent.policy(params)
     obs = np.random.default_rng(0).normal(size=(5, OBS)).astype(np.float32)
-    actor = eqx.combine(policy.actor, eqx.filter(Actor(OBS, ACT, CONFIG, key=jax.random.key(0)), eqx.is_array,
-                                                 inverse=True))
+    actor = eqx.combine(
+        policy.actor, eqx.filter(Actor(OBS, ACT, CONFIG, key=jax.random.key(0)), eqx.is_array, inverse=True)
+    )
     mean, _ = actor(obs)
     low, high = np.asarray(BOUNDS.low), np.asarray(BOUNDS.high)
     expected = low + (np.tanh(np.asarray(mean)) + 1) * (high - low) / 2

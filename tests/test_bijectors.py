@@ -70,9 +70,17 @@ def elementwise_report(bij, x, y):
     fy, fl = bij.forward_and_log_det(x)
     ix, il = bij.inverse_and_log_det(fx)
     return dict(
-        x_back=bij.inverse(fx), y_back=bij.forward(iy), fx=fx, call=bij(x),
-        fldj=bij.forward_log_det_jacobian(x), fused_y=fy, fused_ldj=fl,
-        ildj=bij.inverse_log_det_jacobian(fx), fused_x=ix, fused_ildj=il, inv=bij.inverse(fx),
+        x_back=bij.inverse(fx),
+        y_back=bij.forward(iy),
+        fx=fx,
+        call=bij(x),
+        fldj=bij.forward_log_det_jacobian(x),
+        fused_y=fy,
+        fused_ldj=fl,
+        ildj=bij.inverse_log_det_jacobian(fx),
+        fused_x=ix,
+        fused_ildj=il,
+        inv=bij.inverse(fx),
         fldj_at_inverse=bij.forward_log_det_jacobian(bij.inverse(fx)),
         derivative=jax.vmap(jax.jacfwd(bij.forward))(x),  # dy/dx per element, by forward-mode autodiff
     )
@@ -205,8 +213,13 @@ def test_chain_is_function_composition(dtype):
     def report(x):
         chain = Chain([f, g, h])
         return dict(
-            fg=Chain([f, g])(x), f_of_g=f(g(x)), gf=Chain([g, f])(x), g_of_f=g(f(x)),
-            fgh=chain(x), f_of_g_of_h=f(g(h(x))), back=chain.inverse(chain(x)),
+            fg=Chain([f, g])(x),
+            f_of_g=f(g(x)),
+            gf=Chain([g, f])(x),
+            g_of_f=g(f(x)),
+            fgh=chain(x),
+            f_of_g_of_h=f(g(h(x))),
+            back=chain.inverse(chain(x)),
             ldj=chain.forward_log_det_jacobian(x),
             parts=h.forward_log_det_jacobian(x)
             + g.forward_log_det_jacobian(h(x))
@@ -327,8 +340,14 @@ def all_log_dets(bij, x):
     return dict(
         jac_forward=jnp.linalg.slogdet(jax.vmap(jax.jacfwd(bij.forward))(x))[1],
         jac_inverse=jnp.linalg.slogdet(jax.vmap(jax.jacfwd(bij.inverse))(y))[1],
-        ldj=bij.forward_log_det_jacobian(x), fused_ldj=fl, y=y, fused_y=bij.forward(x),
-        ildj=bij.inverse_log_det_jacobian(y), ix=ix, il=il, inv=bij.inverse(y),
+        ldj=bij.forward_log_det_jacobian(x),
+        fused_ldj=fl,
+        y=y,
+        fused_y=bij.forward(x),
+        ildj=bij.inverse_log_det_jacobian(y),
+        ix=ix,
+        il=il,
+        inv=bij.inverse(y),
     )
 
 
@@ -354,12 +373,14 @@ def test_coupling_log_det_vs_jacfwd():
 
 
 def test_chain_mixing_elementwise_and_coupling_vs_jacfwd():
-    chain = Chain([
-        Affine(np.array([0.5, -1.0, 2.0, 0.0]), np.array([2.0, -0.5, 1.5, 3.0])),
-        MaskedCoupling(MASK, random_conditioner(4, 6, "float64", scale=0.7)),
-        Tanh(),
-        MaskedCoupling(1 - MASK, random_conditioner(4, 7, "float64", scale=0.7)),
-    ])
+    chain = Chain(
+        [
+            Affine(np.array([0.5, -1.0, 2.0, 0.0]), np.array([2.0, -0.5, 1.5, 3.0])),
+            MaskedCoupling(MASK, random_conditioner(4, 6, "float64", scale=0.7)),
+            Tanh(),
+            MaskedCoupling(1 - MASK, random_conditioner(4, 7, "float64", scale=0.7)),
+        ]
+    )
     assert chain.event_ndims == 1
     check_vector_log_dets(chain, normal_draws((64, 4), 8, "float64"), 1e-8)
 
@@ -493,10 +514,12 @@ def test_transformed_vector_bijector_on_scalar_base_raises():
 def realnvp(dim, seed, dtype, scale=0.6):
     mask = np.arange(dim) % 2
     base = Independent(Normal(np.zeros(dim, dtype), np.ones(dim, dtype)), 1)
-    flow = Chain([
-        MaskedCoupling(mask, random_conditioner(dim, seed, dtype, scale=scale)),
-        MaskedCoupling(1 - mask, random_conditioner(dim, seed + 1, dtype, scale=scale)),
-    ])
+    flow = Chain(
+        [
+            MaskedCoupling(mask, random_conditioner(dim, seed, dtype, scale=scale)),
+            MaskedCoupling(1 - mask, random_conditioner(dim, seed + 1, dtype, scale=scale)),
+        ]
+    )
     return Transformed(base, flow)
 
 

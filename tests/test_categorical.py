@@ -53,8 +53,14 @@ def draws(dtype):
             cat_logits, bern_logits
         )
         return dict(
-            cat=Categorical(cat_logits).sample(k_cat, (N,)), cat_fused=kc, cat_lp=lpc, cat_grad=g_cat,
-            bern=Bernoulli(bern_logits).sample(k_bern, (N,)), bern_fused=kb, bern_lp=lpb, bern_grad=g_bern,
+            cat=Categorical(cat_logits).sample(k_cat, (N,)),
+            cat_fused=kc,
+            cat_lp=lpc,
+            cat_grad=g_cat,
+            bern=Bernoulli(bern_logits).sample(k_bern, (N,)),
+            bern_fused=kb,
+            bern_lp=lpb,
+            bern_grad=g_bern,
         )
 
     out = run(arr(CAT_L, dtype), arr(BERN_L, dtype), jax.random.key(0))
@@ -89,8 +95,14 @@ def bernoulli_report(logits, xs):
     d = Bernoulli(logits)
     v = xs[:, None]
     return dict(
-        log_prob=d.log_prob(v), cdf=d.cdf(v), probs=d.probs, mean=d.mean(), variance=d.variance(),
-        stddev=d.stddev(), entropy=d.entropy(), mode=d.mode(),
+        log_prob=d.log_prob(v),
+        cdf=d.cdf(v),
+        probs=d.probs,
+        mean=d.mean(),
+        variance=d.variance(),
+        stddev=d.stddev(),
+        entropy=d.entropy(),
+        mode=d.mode(),
     )
 
 
@@ -153,7 +165,9 @@ def categorical_report(logits, ks, ks_int):
     return dict(
         log_prob=d.log_prob(jnp.broadcast_to(ks[:, None], ks.shape + d.batch_shape)),
         log_prob_int=d.log_prob(jnp.broadcast_to(ks_int[:, None], ks_int.shape + d.batch_shape)),
-        probs=d.probs, entropy=d.entropy(), mode=d.mode(),
+        probs=d.probs,
+        entropy=d.entropy(),
+        mode=d.mode(),
     )
 
 
@@ -241,8 +255,10 @@ def test_masked_category_entropy_gradient_is_finite():
     assert np.all(np.isfinite(np.asarray(grad)[[0, 2]]))
     # the entropy of the unmasked pair as a function of its logits, by finite differences
     h = 1e-6
+
     def h2(a, b):
         return scipy.stats.entropy(scipy.special.softmax([a, b]))
+
     fd = [(h2(2.0 + h, 0.3) - h2(2.0 - h, 0.3)) / (2 * h), (h2(2.0, 0.3 + h) - h2(2.0, 0.3 - h)) / (2 * h)]
     np.testing.assert_allclose(np.asarray(grad)[[0, 2]], fd, rtol=1e-5)
 

@@ -29,15 +29,51 @@ def rows_of(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-TINY = ["--env", "gymnax:Pendulum-v1", "--total-steps", "600", "--eval-every", "200", "--eval-episodes", "2",
-        "--num-seeds", "2", "--hidden-sizes", "16", "16", "--batch-size", "16", "--learning-starts", "250"]
-HOST = ["--env", "Pendulum-v1", "--total-steps", "300", "--eval-every", "150", "--eval-episodes", "1",
-        "--num-seeds", "2", "--hidden-sizes", "16", "16", "--batch-size", "16", "--learning-starts", "50"]
+TINY = [
+    "--env",
+    "gymnax:Pendulum-v1",
+    "--total-steps",
+    "600",
+    "--eval-every",
+    "200",
+    "--eval-episodes",
+    "2",
+    "--num-seeds",
+    "2",
+    "--hidden-sizes",
+    "16",
+    "16",
+    "--batch-size",
+    "16",
+    "--learning-starts",
+    "250",
+]
+HOST = [
+    "--env",
+    "Pendulum-v1",
+    "--total-steps",
+    "300",
+    "--eval-every",
+    "150",
+    "--eval-episodes",
+    "1",
+    "--num-seeds",
+    "2",
+    "--hidden-sizes",
+    "16",
+    "16",
+    "--batch-size",
+    "16",
+    "--learning-starts",
+    "50",
+]
 
 
 def test_flat_flags():
-    config = tyro.cli(sac.SACCommand, args=["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "3",
-                                            "--no-learn-alpha", "--tensorboard"])
+    config = tyro.cli(
+        sac.SACCommand,
+        args=["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "3", "--no-learn-alpha", "--tensorboard"],
+    )
     assert (config.sac.batch_size, config.sac.learning_rate, config.sac.learn_alpha) == (512, 1e-3, False)
     assert config.seed == 3 and config.tensorboard
 
@@ -109,18 +145,37 @@ def test_errors_are_one_line(tmp_path, capsys):
     write_json(vae / "config.json", {"command": "vae", "format": RUN_FORMAT, "options": {}})
     cases = [
         (["sac", "--resume", str(vae)], "holds a `reparam vae` run, not a `reparam sac` run"),
-        (["sac", "--env", "gymnax:Acrobot-v1", "--out", str(tmp_path / "a")],
-         "unknown JAX-native environment 'gymnax:Acrobot-v1'; supported: gymnax:Pendulum-v1"),
+        (
+            ["sac", "--env", "gymnax:Acrobot-v1", "--out", str(tmp_path / "a")],
+            "unknown JAX-native environment 'gymnax:Acrobot-v1'; supported: gymnax:Pendulum-v1",
+        ),
         (["sac", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "a")], "unknown environment id 'NoSuchEnv-v0'"),
-        (["sac", "--env", "Acrobot-v1", "--out", str(tmp_path / "d")],
-         "SAC needs a continuous (Box) action space; Acrobot-v1 has Discrete(3)"),
-        (["sac", "--total-steps", "1000", "--eval-every", "300", "--out", str(tmp_path / "b")],
-         "must be a multiple of --eval-every"),
-        (["sac", "--total-steps", "1000", "--eval-every", "500", "--learning-starts", "1000",
-          "--out", str(tmp_path / "e")],
-         "--learning-starts (1000) must be below"),
-        (["sac", "--batch-size", "512", "--buffer-size", "100", "--out", str(tmp_path / "c")],
-         "batch_size (512) exceeds buffer_size (100)"),
+        (
+            ["sac", "--env", "Acrobot-v1", "--out", str(tmp_path / "d")],
+            "SAC needs a continuous (Box) action space; Acrobot-v1 has Discrete(3)",
+        ),
+        (
+            ["sac", "--total-steps", "1000", "--eval-every", "300", "--out", str(tmp_path / "b")],
+            "must be a multiple of --eval-every",
+        ),
+        (
+            [
+                "sac",
+                "--total-steps",
+                "1000",
+                "--eval-every",
+                "500",
+                "--learning-starts",
+                "1000",
+                "--out",
+                str(tmp_path / "e"),
+            ],
+            "--learning-starts (1000) must be below",
+        ),
+        (
+            ["sac", "--batch-size", "512", "--buffer-size", "100", "--out", str(tmp_path / "c")],
+            "batch_size (512) exceeds buffer_size (100)",
+        ),
         (["evaluate", str(vae)], "holds a `reparam vae` run, not a `reparam sac` run"),
         (["evaluate", str(tmp_path / "missing")], "is not a run folder"),
     ]

@@ -73,11 +73,17 @@ def test_program_donates_the_carry_and_rows_wait_for_learning():
     lowered = advance.lower(carry, keys, np.int32(0)).as_text()
     assert lowered.count("tf.aliasing_output") >= len(jax.tree.leaves(carry)) > 10
 
-    metrics = {"step": np.array([20, 20]), "eval_return": np.array([-1.5, -2.5], np.float32),
-               "learn_calls": np.array([0, 0], np.int32), **{name: np.zeros(2, np.float32) for name in METRICS},
-               "gradient_steps": np.zeros(2, np.int32)}
-    assert rows(run.agent, metrics, 5) == [{"seed": 5, "step": 20, "eval_return": -1.5},
-                                          {"seed": 6, "step": 20, "eval_return": -2.5}]
+    metrics = {
+        "step": np.array([20, 20]),
+        "eval_return": np.array([-1.5, -2.5], np.float32),
+        "learn_calls": np.array([0, 0], np.int32),
+        **{name: np.zeros(2, np.float32) for name in METRICS},
+        "gradient_steps": np.zeros(2, np.int32),
+    }
+    assert rows(run.agent, metrics, 5) == [
+        {"seed": 5, "step": 20, "eval_return": -1.5},
+        {"seed": 6, "step": 20, "eval_return": -2.5},
+    ]
     learned = rows(run.agent, {**metrics, "learn_calls": np.array([3, 3], np.int32)}, 5)
     assert set(learned[1]) == {"seed", "step", "eval_return", *METRICS, "gradient_steps"}
 

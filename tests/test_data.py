@@ -68,6 +68,7 @@ def one_line_error(error_type, text, fn, *args):
 
 # --- digits -------------------------------------------------------------------------------------
 
+
 def test_digits_shapes_dtypes_values(digits):
     assert digits.x_train.shape == (1500, 64) and digits.x_test.shape == (297, 64)
     assert digits.y_train.shape == (1500,) and digits.y_test.shape == (297,)
@@ -96,6 +97,7 @@ def test_digits_split_fixed_disjoint_and_matches_source(digits):
 
 # --- binarization ---------------------------------------------------------------------------------
 
+
 def test_binarize_static_threshold_exact(digits):
     edges = jnp.asarray([0.0, 0.4999999, 0.5, 0.5000001, 1.0], jnp.float32)
     np.testing.assert_array_equal(np.asarray(binarize_static(edges)), [0, 0, 1, 1, 1])
@@ -118,6 +120,7 @@ def test_binarize_dynamic_mean_is_x():
 
 
 # --- epoch batches -------------------------------------------------------------------------------
+
 
 def test_epoch_batches_shapes_and_each_example_at_most_once():
     n, batch_size = 103, 10
@@ -143,8 +146,14 @@ def test_epoch_batches_under_jit():
 @pytest.mark.parametrize("batch_size", [0, 13])
 def test_epoch_batches_rejects_bad_batch_size(batch_size):
     x = jnp.zeros((12, 2), jnp.float32)
-    one_line_error(ValueError, f"batch_size must be in 1..12 (the number of examples), got {batch_size}",
-                   epoch_batches, jax.random.key(0), x, batch_size)
+    one_line_error(
+        ValueError,
+        f"batch_size must be in 1..12 (the number of examples), got {batch_size}",
+        epoch_batches,
+        jax.random.key(0),
+        x,
+        batch_size,
+    )
 
 
 def test_epoch_batches_of_a_pytree_share_one_permutation():
@@ -164,15 +173,28 @@ def test_epoch_batches_of_a_pytree_share_one_permutation():
 
 def test_epoch_batches_rejects_mismatched_or_empty_pytrees():
     x, y = jnp.zeros((12, 2), jnp.float32), jnp.zeros((11,), jnp.int32)
-    one_line_error(ValueError, "epoch_batches: every leaf of data needs the same leading size (the number of "
-                   "examples), got [0] 12, [1] 11", epoch_batches, jax.random.key(0), (x, y), 4)
-    one_line_error(ValueError, "epoch_batches: ['s'] is a scalar", epoch_batches, jax.random.key(0),
-                   {"x": x, "s": jnp.zeros((), jnp.float32)}, 4)
+    one_line_error(
+        ValueError,
+        "epoch_batches: every leaf of data needs the same leading size (the number of examples), got [0] 12, [1] 11",
+        epoch_batches,
+        jax.random.key(0),
+        (x, y),
+        4,
+    )
+    one_line_error(
+        ValueError,
+        "epoch_batches: ['s'] is a scalar",
+        epoch_batches,
+        jax.random.key(0),
+        {"x": x, "s": jnp.zeros((), jnp.float32)},
+        4,
+    )
     one_line_error(ValueError, "epoch_batches: data holds no arrays", epoch_batches, jax.random.key(0), {}, 4)
     assert num_examples((x, {"a": x[:, 0]})) == 12
 
 
 # --- grey levels and dequantization --------------------------------------------------------------
+
 
 def test_grey_levels_of_digits_are_exact(digits):
     levels = grey_levels(digits.x_train)
@@ -212,8 +234,13 @@ def test_dequantize_values_and_mean():
     assert np.all(np.abs(mean - (np.arange(num_levels) + 0.5) / num_levels) <= 5 * se)
     assert not np.array_equal(np.asarray(dequantize(jax.random.key(1), levels)), np.asarray(y))
     np.testing.assert_array_equal(np.asarray(dequantize(jax.random.key(0), levels)), np.asarray(y))
-    one_line_error(ValueError, "dequantize: levels must be integers 0..16 (see grey_levels)", dequantize,
-                   jax.random.key(0), jnp.zeros(3, jnp.float32))
+    one_line_error(
+        ValueError,
+        "dequantize: levels must be integers 0..16 (see grey_levels)",
+        dequantize,
+        jax.random.key(0),
+        jnp.zeros(3, jnp.float32),
+    )
 
 
 def test_bits_per_dim():
@@ -222,6 +249,7 @@ def test_bits_per_dim():
 
 
 # --- MNIST format: IDX folders and npz ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_folder_round_trip(tmp_path, gz):
@@ -253,15 +281,27 @@ def test_npz_round_trip(tmp_path):
 
 
 def test_unknown_spec_and_missing_paths(tmp_path):
-    one_line_error(ValueError, "unknown dataset 'foo'; use 'digits' or 'mnist:PATH' (folder of IDX files or .npz)",
-                   load_dataset, "foo")
+    one_line_error(
+        ValueError,
+        "unknown dataset 'foo'; use 'digits' or 'mnist:PATH' (folder of IDX files or .npz)",
+        load_dataset,
+        "foo",
+    )
     one_line_error(ValueError, "unknown dataset 'mnist:'", load_dataset, "mnist:")
-    one_line_error(FileNotFoundError, f"mnist: no such file or folder '{tmp_path / 'nope'}'",
-                   load_dataset, f"mnist:{tmp_path / 'nope'}")
+    one_line_error(
+        FileNotFoundError,
+        f"mnist: no such file or folder '{tmp_path / 'nope'}'",
+        load_dataset,
+        f"mnist:{tmp_path / 'nope'}",
+    )
     mnist_folder(tmp_path / "partial")
     (tmp_path / "partial" / "t10k-labels-idx1-ubyte").unlink()
-    one_line_error(FileNotFoundError, "has no t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)",
-                   load_dataset, f"mnist:{tmp_path / 'partial'}")
+    one_line_error(
+        FileNotFoundError,
+        "has no t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)",
+        load_dataset,
+        f"mnist:{tmp_path / 'partial'}",
+    )
     (tmp_path / "x.csv").write_text("1,2")
     one_line_error(ValueError, "is neither a folder nor an .npz file", load_dataset, f"mnist:{tmp_path / 'x.csv'}")
 
@@ -287,23 +327,43 @@ def test_malformed_idx_files(tmp_path):
 def test_idx_folder_with_mismatched_counts(tmp_path):
     mnist_folder(tmp_path / "m")
     write_idx(tmp_path / "m" / "train-labels-idx1-ubyte", np.zeros(4))
-    one_line_error(ValueError, "train-images-idx3-ubyte has 5 images but train-labels-idx1-ubyte has 4 labels",
-                   load_dataset, f"mnist:{tmp_path / 'm'}")
+    one_line_error(
+        ValueError,
+        "train-images-idx3-ubyte has 5 images but train-labels-idx1-ubyte has 4 labels",
+        load_dataset,
+        f"mnist:{tmp_path / 'm'}",
+    )
 
 
 def test_malformed_npz(tmp_path):
     x = np.zeros((3, 4, 4), np.uint8)
     np.savez(tmp_path / "nox.npz", x_test=x)
-    one_line_error(ValueError, "npz is missing 'x_train'; it needs x_train and x_test (optionally y_train, y_test)",
-                   load_dataset, f"mnist:{tmp_path / 'nox.npz'}")
+    one_line_error(
+        ValueError,
+        "npz is missing 'x_train'; it needs x_train and x_test (optionally y_train, y_test)",
+        load_dataset,
+        f"mnist:{tmp_path / 'nox.npz'}",
+    )
     np.savez(tmp_path / "shape.npz", x_train=np.zeros((3, 10)), x_test=np.zeros((3, 10)))
-    one_line_error(ValueError, "x_train has shape (3, 10); give (N, H, W) images or (N, D) rows with square D",
-                   load_dataset, f"mnist:{tmp_path / 'shape.npz'}")
+    one_line_error(
+        ValueError,
+        "x_train has shape (3, 10); give (N, H, W) images or (N, D) rows with square D",
+        load_dataset,
+        f"mnist:{tmp_path / 'shape.npz'}",
+    )
     np.savez(tmp_path / "range.npz", x_train=x.astype(np.float32) + 2, x_test=x)
-    one_line_error(ValueError, "x_train must be integers 0..255 or floats in [0, 1]",
-                   load_dataset, f"mnist:{tmp_path / 'range.npz'}")
+    one_line_error(
+        ValueError,
+        "x_train must be integers 0..255 or floats in [0, 1]",
+        load_dataset,
+        f"mnist:{tmp_path / 'range.npz'}",
+    )
     np.savez(tmp_path / "labels.npz", x_train=x, x_test=x, y_train=np.zeros(2, np.int64))
-    one_line_error(ValueError, "y_train must be (3,) integers to match the images",
-                   load_dataset, f"mnist:{tmp_path / 'labels.npz'}")
+    one_line_error(
+        ValueError,
+        "y_train must be (3,) integers to match the images",
+        load_dataset,
+        f"mnist:{tmp_path / 'labels.npz'}",
+    )
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     one_line_error(ValueError, "not a readable .npz", load_dataset, f"mnist:{tmp_path / 'junk.npz'}")

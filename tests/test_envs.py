@@ -31,10 +31,13 @@ def _as_users_run_it():
         yield
 
 
-@pytest.mark.parametrize(("name", "start"), [
-    ("gymnax:CartPole-v1", "unknown JAX-native environment 'gymnax:CartPole-v1'; supported: "),
-    ("NoSuchEnv-v0", "unknown environment id 'NoSuchEnv-v0' ("),
-])
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("gymnax:CartPole-v1", "unknown JAX-native environment 'gymnax:CartPole-v1'; supported: "),
+        ("NoSuchEnv-v0", "unknown environment id 'NoSuchEnv-v0' ("),
+    ],
+)
 def test_unknown_names_are_one_line_errors_listing_what_is_allowed(name, start):
     with pytest.raises(ValueError) as err:
         check_env_name(name)
@@ -72,8 +75,10 @@ def test_discrete_and_unusable_spaces_are_one_line_errors():
 
 def test_final_observations_where_episodes_ended():
     reset = np.array([[10.0], [11.0], [12.0]])
-    info = {"final_obs": np.array([np.array([5.0]), np.array([6.0]), None], dtype=object),
-            "_final_obs": np.array([True, True, False])}
+    info = {
+        "final_obs": np.array([np.array([5.0]), np.array([6.0]), None], dtype=object),
+        "_final_obs": np.array([True, True, False]),
+    }
     final = final_observations(reset, np.array([True, False, False]), np.array([False, True, False]), info)
     np.testing.assert_array_equal(final[:, 0], [5.0, 6.0, 12.0])
     assert final.dtype == np.float32
@@ -89,6 +94,7 @@ def test_gym_factory_seeds_and_autoresets_in_the_same_step():
 
 
 # --- Brax (optional extra) -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def brax_envs():

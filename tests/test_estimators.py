@@ -124,6 +124,7 @@ def test_mohamed_figures_at_mu_sigma_one():
 
 def test_each_baseline_reduces_score_function_variance():
     problem = P.quadratic(-2.0)
+
     def total(est):
         leaves = jax.tree_util.tree_leaves(estimates_of(est, problem, 10))
         return sum(float(np.var(np.asarray(leaf), 0, ddof=1)) for leaf in leaves)

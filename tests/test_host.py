@@ -36,12 +36,19 @@ ROW_KEYS = {"seed", "step", "eval_return", "steps_per_second", *METRICS, "gradie
 
 
 @functools.cache
-def loop(config: SACConfig, env_id: str, total_steps: int, num_envs: int = 1, eval_every: int = 10**6,
-         eval_episodes: int = 1):
+def loop(
+    config: SACConfig, env_id: str, total_steps: int, num_envs: int = 1, eval_every: int = 10**6, eval_episodes: int = 1
+):
     """A loop per setting; loops of one config and environment share their compiled agent calls
     (as a process running several settings could)."""
-    new = make_host_loop(sac_agent(config), env_id, total_steps=total_steps, num_envs=num_envs,
-                         eval_every=eval_every, eval_episodes=eval_episodes)
+    new = make_host_loop(
+        sac_agent(config),
+        env_id,
+        total_steps=total_steps,
+        num_envs=num_envs,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+    )
     return new._replace(agent=shared(config, env_id).agent, kernels=shared(config, env_id).kernels)
 
 
@@ -126,8 +133,13 @@ def test_kernels_update_in_place():
     itself survives learning."""
     kernels = loop(TINY, "Pendulum-v1", 300, 1, 200, 2).kernels  # the smoke test's: compiled already
     params = kernels.init(jax.random.key(0))
-    rows = Transition(np.ones((40, 3), np.float32), np.zeros((40, 1), np.float32), np.ones(40, np.float32),
-                      np.ones((40, 3), np.float32), np.zeros(40, np.float32))
+    rows = Transition(
+        np.ones((40, 3), np.float32),
+        np.zeros((40, 1), np.float32),
+        np.ones(40, np.float32),
+        np.ones((40, 3), np.float32),
+        np.zeros(40, np.float32),
+    )
     empty = init_buffer(jax.tree.map(lambda x: x[0], rows), 300)
     buffer = kernels.record(empty, rows.obs, rows.action, rows.reward, rows.next_obs, rows.terminated)
     assert empty.data.obs.is_deleted() and int(buffer.size) == 40
@@ -136,16 +148,25 @@ def test_kernels_update_in_place():
     assert int(metrics["gradient_steps"]) == TINY.gradient_steps and np.isfinite(float(metrics["critic_loss"]))
 
 
-@pytest.mark.parametrize(("total", "num_envs", "every", "ends"), [
-    (300, 1, 150, (150, 300)), (300, 2, 150, (75, 150)), (300, 7, 100, (15, 29, 43)), (300, 2, 299, (150,)),
-    (10, 3, 2, (1, 2, 3, 4)),
-])
+@pytest.mark.parametrize(
+    ("total", "num_envs", "every", "ends"),
+    [
+        (300, 1, 150, (150, 300)),
+        (300, 2, 150, (75, 150)),
+        (300, 7, 100, (15, 29, 43)),
+        (300, 2, 299, (150,)),
+        (10, 3, 2, (1, 2, 3, 4)),
+    ],
+)
 def test_chunks_end_at_the_first_vector_step_reaching_each_evaluation(total, num_envs, every, ends):
     """An evaluation at every vector step whose transitions cross a multiple of `eval_every`, and at
     the last one (the rule of the loop before it was split into chunks)."""
     vector_steps = -(-total // num_envs)
-    old = [t for t in range(1, vector_steps + 1)
-           if (t * num_envs) // every > (t * num_envs - num_envs) // every or t == vector_steps]
+    old = [
+        t
+        for t in range(1, vector_steps + 1)
+        if (t * num_envs) // every > (t * num_envs - num_envs) // every or t == vector_steps
+    ]
     assert loop(NO_LEARNING, "Pendulum-v1", total, num_envs, every).ends == ends == tuple(old)
 
 
@@ -164,8 +185,10 @@ def test_resume_restores_agent_buffer_key_and_counters():
     fresh = run.init(5)  # any seed: the saved one comes back
     template = run.saved(fresh)
     assert jax.tree.structure(template) == jax.tree.structure(saved)
-    assert all(a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(template),
-                                                                         jax.tree.leaves(saved), strict=True))
+    assert all(
+        a.shape == b.shape and a.dtype == b.dtype
+        for a, b in zip(jax.tree.leaves(template), jax.tree.leaves(saved), strict=True)
+    )
     restored = run.restored(fresh, saved)
     assert (restored.seed, restored.vector_step, restored.learn_calls) == (0, 150, 51)
     for a, b in zip(jax.tree.leaves(run.saved(restored)), jax.tree.leaves(saved), strict=True):

@@ -19,8 +19,10 @@ PAIRS = {
         rp.MultivariateNormal(jnp.array([0.5, -1.0, 0.2]), jnp.array([[1.0, 0, 0], [0.3, 0.7, 0], [-0.2, 0.1, 1.4]])),
         rp.MultivariateNormal(jnp.array([0.0, 0.5, -0.3]), jnp.array([[1.5, 0, 0], [-0.4, 1.0, 0], [0.2, 0.3, 0.6]])),
     ),
-    "mvn-diag": (rp.MultivariateNormalDiag(jnp.array([0.5, -1.0]), jnp.array([0.5, 2.0])),
-                 rp.MultivariateNormalDiag(jnp.array([0.0, 0.0]), jnp.array([1.0, 1.5]))),
+    "mvn-diag": (
+        rp.MultivariateNormalDiag(jnp.array([0.5, -1.0]), jnp.array([0.5, 2.0])),
+        rp.MultivariateNormalDiag(jnp.array([0.0, 0.0]), jnp.array([1.0, 1.5])),
+    ),
     "laplace": (rp.Laplace(0.2, 0.8), rp.Laplace(-0.6, 1.3)),
     "gamma": (rp.Gamma(2.5, 1.5), rp.Gamma(1.2, 0.6)),
     "beta": (rp.Beta(2.0, 3.5), rp.Beta(1.2, 0.9)),

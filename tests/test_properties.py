@@ -14,8 +14,12 @@ from hypothesis import strategies as hs
 import reparam as rp
 
 LOCATION_SCALE = {
-    "normal": rp.Normal, "laplace": rp.Laplace, "logistic": rp.Logistic, "gumbel": rp.Gumbel,
-    "lognormal": rp.LogNormal, "tanh-normal": rp.TanhNormal,
+    "normal": rp.Normal,
+    "laplace": rp.Laplace,
+    "logistic": rp.Logistic,
+    "gumbel": rp.Gumbel,
+    "lognormal": rp.LogNormal,
+    "tanh-normal": rp.TanhNormal,
 }
 
 locs = hs.floats(-20, 20, width=32)

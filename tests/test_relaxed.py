@@ -100,9 +100,17 @@ def draws_of(cls, temperature, logits, key):
     soft_value, soft_grad = jax.value_and_grad(objective)(logits, False)
     st_value, st_grad = jax.value_and_grad(objective)(logits, True)
     return dict(
-        rsample=soft.rsample(key, (N,)), sample=soft.sample(key, (N,)), fused_y=soft_y, fused_lp=soft_lp,
-        st_rsample=st.rsample(key, (N,)), st_fused_y=st_y, st_fused_lp=st_lp,
-        soft_value=soft_value, soft_grad=soft_grad, st_value=st_value, st_grad=st_grad,
+        rsample=soft.rsample(key, (N,)),
+        sample=soft.sample(key, (N,)),
+        fused_y=soft_y,
+        fused_lp=soft_lp,
+        st_rsample=st.rsample(key, (N,)),
+        st_fused_y=st_y,
+        st_fused_lp=st_lp,
+        soft_value=soft_value,
+        soft_grad=soft_grad,
+        st_value=st_value,
+        st_grad=st_grad,
     )
 
 
@@ -368,7 +376,11 @@ def expected_relaxed_bernoulli(logits, temperature):
     """E[Y] = integral of sigmoid((l + x) / T) * logistic_pdf(x) dx, by quadrature."""
     value, _ = scipy.integrate.quad(
         lambda x: scipy.special.expit((logits + x) / temperature) * scipy.stats.logistic.pdf(x),
-        -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13, limit=200,
+        -np.inf,
+        np.inf,
+        epsabs=1e-13,
+        epsrel=1e-13,
+        limit=200,
     )
     return value
 
@@ -378,10 +390,12 @@ def test_pathwise_gradient_matches_derivative_of_expectation(dtype):
     exact expectation; two (T, l) pairs as a batch (each sample depends only on its own logit)."""
     temperature, logits = np.array([0.5, 2.0]), np.array([0.3, -1.0])
     h = 1e-4
-    exact = np.array([
-        (expected_relaxed_bernoulli(l + h, t) - expected_relaxed_bernoulli(l - h, t)) / (2 * h)
-        for t, l in zip(temperature, logits, strict=True)
-    ])
+    exact = np.array(
+        [
+            (expected_relaxed_bernoulli(l + h, t) - expected_relaxed_bernoulli(l - h, t)) / (2 * h)
+            for t, l in zip(temperature, logits, strict=True)
+        ]
+    )
     n = N
     keys = jax.random.split(jax.random.key(7), n)
 

@@ -218,8 +218,13 @@ def test_make_transition_casts_to_float32_and_keeps_termination_only():
     as given, `terminated` 1.0 for a termination only (a truncation is stored as 0.0 by the caller)."""
     from reparam.rl.replay import make_transition
 
-    t = make_transition(np.ones((2, OBS)), np.zeros((2, ACT), np.float32), np.array([1.0, -1.0]),
-                        np.full((2, OBS), 5.0), np.array([True, False]))
+    t = make_transition(
+        np.ones((2, OBS)),
+        np.zeros((2, ACT), np.float32),
+        np.array([1.0, -1.0]),
+        np.full((2, OBS), 5.0),
+        np.array([True, False]),
+    )
     assert all(x.dtype == jnp.float32 for x in t)
     np.testing.assert_array_equal(t.terminated, [1.0, 0.0])
     np.testing.assert_array_equal(t.next_obs, np.full((2, OBS), 5.0))

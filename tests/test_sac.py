@@ -70,7 +70,7 @@ def hand_log_prob(mean, raw, eps):
     log_std = CONFIG.log_std_min + 0.5 * (CONFIG.log_std_max - CONFIG.log_std_min) * (np.tanh(raw) + 1)
     u = mean + np.exp(log_std) * eps
     half_width = (np.asarray(BOUNDS.high) - np.asarray(BOUNDS.low)) / 2
-    per_dim = -0.5 * eps**2 - log_std - 0.5 * np.log(2 * np.pi) - np.log1p(-np.tanh(u) ** 2) - np.log(half_width)
+    per_dim = -0.5 * eps**2 - log_std - 0.5 * np.log(2 * np.pi) - np.log1p(-(np.tanh(u) ** 2)) - np.log(half_width)
     return per_dim.sum(-1)
 
 
@@ -139,7 +139,8 @@ def test_learned_temperature_drives_the_policy_entropy_to_its_target(target_entr
         params, opt_state = carry
         actor, log_alpha = eqx.combine(params, static)
         (loss, mean_log_prob), g_actor = eqx.filter_value_and_grad(actor_loss, has_aux=True)(
-            actor, PreferredActionCritic(), log_alpha, obs, bounds, key)
+            actor, PreferredActionCritic(), log_alpha, obs, bounds, key
+        )
         g_alpha = jax.grad(alpha_loss)(log_alpha, mean_log_prob, target_entropy)
         updates, opt_state = opt.update((g_actor, g_alpha), opt_state, params)
         return (eqx.apply_updates(params, updates), opt_state), -mean_log_prob

@@ -41,24 +41,62 @@ class Case:
 
 
 UNIVARIATE = [
-    Case("normal", lambda loc, scale: rp.Normal(loc, scale), lambda loc, scale: st.norm(loc, scale),
-         dict(loc=floats(-20, 20), scale=floats(1e-3, 1e3)), dict(loc=1.5, scale=2.0)),
-    Case("laplace", lambda loc, scale: rp.Laplace(loc, scale), lambda loc, scale: st.laplace(loc, scale),
-         dict(loc=floats(-20, 20), scale=floats(1e-3, 1e3)), dict(loc=-1.0, scale=0.7)),
-    Case("logistic", lambda loc, scale: rp.Logistic(loc, scale), lambda loc, scale: st.logistic(loc, scale),
-         dict(loc=floats(-20, 20), scale=floats(1e-3, 1e3)), dict(loc=0.5, scale=1.3)),
-    Case("gumbel", lambda loc, scale: rp.Gumbel(loc, scale), lambda loc, scale: st.gumbel_r(loc, scale),
-         dict(loc=floats(-20, 20), scale=floats(1e-2, 1e2)), dict(loc=0.3, scale=2.0)),
-    Case("uniform", lambda low, width: rp.Uniform(low, low + width),
-         lambda low, width: st.uniform(low, width),
-         dict(low=floats(-20, 20), width=floats(1e-2, 1e2)), dict(low=-1.0, width=3.0)),
-    Case("lognormal", lambda loc, scale: rp.LogNormal(loc, scale),
-         lambda loc, scale: st.lognorm(s=scale, scale=np.exp(loc)),
-         dict(loc=floats(-3, 3), scale=floats(0.05, 2.0)), dict(loc=0.2, scale=0.5)),
-    Case("gamma", lambda a, rate: rp.Gamma(a, rate), lambda a, rate: st.gamma(a, scale=1 / rate),
-         dict(a=floats(0.1, 30), rate=floats(0.05, 20)), dict(a=0.7, rate=2.0)),
-    Case("beta", lambda a, b: rp.Beta(a, b), lambda a, b: st.beta(a, b),
-         dict(a=floats(0.1, 30), b=floats(0.1, 30)), dict(a=0.6, b=2.5)),
+    Case(
+        "normal",
+        lambda loc, scale: rp.Normal(loc, scale),
+        lambda loc, scale: st.norm(loc, scale),
+        dict(loc=floats(-20, 20), scale=floats(1e-3, 1e3)),
+        dict(loc=1.5, scale=2.0),
+    ),
+    Case(
+        "laplace",
+        lambda loc, scale: rp.Laplace(loc, scale),
+        lambda loc, scale: st.laplace(loc, scale),
+        dict(loc=floats(-20, 20), scale=floats(1e-3, 1e3)),
+        dict(loc=-1.0, scale=0.7),
+    ),
+    Case(
+        "logistic",
+        lambda loc, scale: rp.Logistic(loc, scale),
+        lambda loc, scale: st.logistic(loc, scale),
+        dict(loc=floats(-20, 20), scale=floats(1e-3, 1e3)),
+        dict(loc=0.5, scale=1.3),
+    ),
+    Case(
+        "gumbel",
+        lambda loc, scale: rp.Gumbel(loc, scale),
+        lambda loc, scale: st.gumbel_r(loc, scale),
+        dict(loc=floats(-20, 20), scale=floats(1e-2, 1e2)),
+        dict(loc=0.3, scale=2.0),
+    ),
+    Case(
+        "uniform",
+        lambda low, width: rp.Uniform(low, low + width),
+        lambda low, width: st.uniform(low, width),
+        dict(low=floats(-20, 20), width=floats(1e-2, 1e2)),
+        dict(low=-1.0, width=3.0),
+    ),
+    Case(
+        "lognormal",
+        lambda loc, scale: rp.LogNormal(loc, scale),
+        lambda loc, scale: st.lognorm(s=scale, scale=np.exp(loc)),
+        dict(loc=floats(-3, 3), scale=floats(0.05, 2.0)),
+        dict(loc=0.2, scale=0.5),
+    ),
+    Case(
+        "gamma",
+        lambda a, rate: rp.Gamma(a, rate),
+        lambda a, rate: st.gamma(a, scale=1 / rate),
+        dict(a=floats(0.1, 30), rate=floats(0.05, 20)),
+        dict(a=0.7, rate=2.0),
+    ),
+    Case(
+        "beta",
+        lambda a, b: rp.Beta(a, b),
+        lambda a, b: st.beta(a, b),
+        dict(a=floats(0.1, 30), b=floats(0.1, 30)),
+        dict(a=0.6, b=2.5),
+    ),
 ]
 IDS = [c.name for c in UNIVARIATE]
 
@@ -197,8 +235,11 @@ def test_dirichlet_samples_marginals_are_beta():
 def test_small_concentrations_do_not_underflow_in_the_fused_path():
     """Gamma(0.01) draws underflow to 0 in float32; the fused log-density stays finite because the
     draw is made in log space."""
-    for d in [rp.Gamma(np.float32(0.01), np.float32(1.0)), rp.Beta(np.float32(0.01), np.float32(0.01)),
-              rp.Dirichlet(np.full(3, 0.01, np.float32))]:
+    for d in [
+        rp.Gamma(np.float32(0.01), np.float32(1.0)),
+        rp.Beta(np.float32(0.01), np.float32(0.01)),
+        rp.Dirichlet(np.full(3, 0.01, np.float32)),
+    ]:
         _, lp = d.rsample_and_log_prob(jax.random.key(0), (1000,))
         assert np.all(np.isfinite(lp)), type(d).__name__
 

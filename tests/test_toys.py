@@ -63,8 +63,12 @@ def test_no_closed_form_toys_have_their_known_mean(name, mean):
 
 def test_unknown_name_and_bad_arguments():
     for fn, args in ((sample_toy, (jax.random.key(0), 3)), (toy_log_prob, (jnp.zeros((3, 2), jnp.float32),))):
-        with pytest.raises(ValueError, match=re.escape(
-                "unknown toy 'moons'; choose one of two_moons, eight_gaussians, checkerboard, pinwheel, spirals")):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "unknown toy 'moons'; choose one of two_moons, eight_gaussians, checkerboard, pinwheel, spirals"
+            ),
+        ):
             fn("moons", *args)
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         sample_toy("checkerboard", jax.random.key(0), 0)
@@ -73,6 +77,7 @@ def test_unknown_name_and_bad_arguments():
 
 
 # --- checkerboard -----------------------------------------------------------------------------------
+
 
 def test_checkerboard_samples_lie_on_black_squares_uniformly(checker):
     log_p = np.asarray(toy_log_prob("checkerboard", checker))
@@ -101,6 +106,7 @@ def test_checkerboard_density_integrates_to_one_and_entropy(checker):
 
 
 # --- eight Gaussians --------------------------------------------------------------------------------
+
 
 def test_eight_gaussians_parameterisation():
     assert EIGHT_GAUSSIANS_RADIUS == pytest.approx(2.8284271) and EIGHT_GAUSSIANS_SCALE == pytest.approx(0.35355339)

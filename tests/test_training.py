@@ -51,6 +51,7 @@ ZERO = {"w": jnp.zeros(3, jnp.float32), "b": jnp.zeros((), jnp.float32)}
 
 # --- step and epoch ---------------------------------------------------------------------------------
 
+
 def test_step_is_one_sgd_step():
     batch = regression(16)
     state = init_train_state(ZERO, optax.sgd(0.1))
@@ -69,21 +70,28 @@ def test_epoch_visits_every_example_once_with_fresh_keys(n):
 
     def loss_fn(params, batch, key, state):
         x, index = batch[0], batch[1]
-        metrics = {"visits": jnp.zeros(n, jnp.int32).at[index].add(1),  # a vector metric
-                   "loss_draw": jax.random.bits(key, dtype=jnp.uint32), "transform_draw": batch[2]}
+        metrics = {
+            "visits": jnp.zeros(n, jnp.int32).at[index].add(1),  # a vector metric
+            "loss_draw": jax.random.bits(key, dtype=jnp.uint32),
+            "transform_draw": batch[2],
+        }
         return jnp.mean(x @ params), metrics
 
     def update_extra(state, metrics):  # sees the state before the step: state.step is the batch number
         visits, loss_draws, transform_draws = state.extra
-        return (visits + metrics["visits"], loss_draws.at[state.step].set(metrics["loss_draw"]),
-                transform_draws.at[state.step].set(metrics["transform_draw"]))
+        return (
+            visits + metrics["visits"],
+            loss_draws.at[state.step].set(metrics["loss_draw"]),
+            transform_draws.at[state.step].set(metrics["transform_draw"]),
+        )
 
     def transform_batch(key, batch):
         return batch + (jax.random.bits(key, dtype=jnp.uint32),)
 
     extra = (jnp.zeros(n, jnp.int32), jnp.zeros(num_batches, jnp.uint32), jnp.zeros(num_batches, jnp.uint32))
-    epoch = jax.jit(make_epoch(loss_fn, optax.sgd(0.1), batch_size, update_extra=update_extra,
-                               transform_batch=transform_batch))
+    epoch = jax.jit(
+        make_epoch(loss_fn, optax.sgd(0.1), batch_size, update_extra=update_extra, transform_batch=transform_batch)
+    )
     state, metrics = epoch(init_train_state(jnp.zeros(2, jnp.float32), optax.sgd(0.1), extra), jax.random.key(0), data)
     visits, loss_draws, transform_draws = map(np.asarray, state.extra)
     assert int(state.step) == num_batches
@@ -113,6 +121,7 @@ def test_epoch_compiles_once_and_donates_its_state():
 
 # --- batched evaluation -----------------------------------------------------------------------------
 
+
 def test_map_batches_equals_unbatched_for_a_ragged_last_chunk():
     n = 23
     x = jnp.arange(n * 2, dtype=jnp.float32).reshape(n, 2)
@@ -136,11 +145,18 @@ def test_map_batches_equals_unbatched_for_a_ragged_last_chunk():
     draws = map_batches(lambda b, k: jnp.broadcast_to(jax.random.uniform(k), b.shape), y, jax.random.key(1), 5)
     draws = np.asarray(draws)
     assert len(np.unique(draws)) == 5 and len(np.unique(draws[:5])) == 1
-    one_line_error("map_batches: batch_size must be a positive integer, got 0", map_batches, per_example, (x, y),
-                   jax.random.key(0), 0)
+    one_line_error(
+        "map_batches: batch_size must be a positive integer, got 0",
+        map_batches,
+        per_example,
+        (x, y),
+        jax.random.key(0),
+        0,
+    )
 
 
 # --- validation split and early stopping --------------------------------------------------------------
+
 
 def test_split_validation():
     data = (jnp.arange(10, dtype=jnp.float32), {"y": jnp.arange(10, dtype=jnp.int32)})
@@ -150,12 +166,18 @@ def test_split_validation():
     train, validation = split_validation(data, 0.01)  # ceil: at least one validation example
     assert train[0].shape == (9,) and validation[0].shape == (1,)
     for fraction in (0.0, 1.0, -0.1, 1.5):
-        one_line_error(f"split_validation: fraction must be in (0, 1), got {fraction}", split_validation, data,
-                       fraction)
-    one_line_error("split_validation: fraction 0.95 of 10 examples leaves no training examples", split_validation,
-                   data, 0.95)
-    one_line_error("split_validation: every leaf of data needs the same leading size", split_validation,
-                   (jnp.zeros(3, jnp.float32), jnp.zeros(4, jnp.float32)), 0.5)
+        one_line_error(
+            f"split_validation: fraction must be in (0, 1), got {fraction}", split_validation, data, fraction
+        )
+    one_line_error(
+        "split_validation: fraction 0.95 of 10 examples leaves no training examples", split_validation, data, 0.95
+    )
+    one_line_error(
+        "split_validation: every leaf of data needs the same leading size",
+        split_validation,
+        (jnp.zeros(3, jnp.float32), jnp.zeros(4, jnp.float32)),
+        0.5,
+    )
 
 
 def test_early_stopping_update_sequence():
@@ -165,8 +187,9 @@ def test_early_stopping_update_sequence():
     record = []
     for epoch, value in enumerate([jnp.nan, 3.0, 2.0, 2.5, 2.0, 1.9, 4.0, 5.0, 6.0]):
         stopping, stop = update(stopping, value, {"p": jnp.float32(epoch)}, 3)
-        record.append((float(stopping.best_value), float(stopping.best_params["p"]), int(stopping.bad_epochs),
-                       bool(stop)))
+        record.append(
+            (float(stopping.best_value), float(stopping.best_params["p"]), int(stopping.bad_epochs), bool(stop))
+        )
     assert record[0][2] == 1 and np.isnan(record[0][0])  # NaN is never an improvement
     assert record[1][:3] == (3.0, 1.0, 0) and record[2][:3] == (2.0, 2.0, 0)
     assert record[4][2] == 2  # equal is not better
@@ -181,12 +204,21 @@ def test_early_stopping_update_sequence():
 
 # --- fit --------------------------------------------------------------------------------------------
 
+
 def test_fit_reaches_least_squares():
     x, y = regression()
     design = np.concatenate([np.asarray(x, np.float64), np.ones((len(x), 1))], axis=1)
     solution = np.linalg.lstsq(design, np.asarray(y, np.float64), rcond=None)[0]
-    params, history = fit(squared_error, ZERO, (x, y), key=jax.random.key(1), optimizer=optax.sgd(0.05, momentum=0.9),
-                          batch_size=240, epochs=300, progress=False)  # full batch: gradient descent converges
+    params, history = fit(
+        squared_error,
+        ZERO,
+        (x, y),
+        key=jax.random.key(1),
+        optimizer=optax.sgd(0.05, momentum=0.9),
+        batch_size=240,
+        epochs=300,
+        progress=False,
+    )  # full batch: gradient descent converges
     np.testing.assert_allclose(np.asarray(params["w"]), solution[:3], atol=1e-5)
     assert float(params["b"]) == pytest.approx(solution[3], abs=1e-5)
     assert len(history) == 300 and set(history[0]) == {"epoch", "loss", "mae", "seconds"}
@@ -202,8 +234,16 @@ def test_fit_reaches_least_squares():
             return jnp.mean(jnp.square(jax.vmap(model)(bx) - by)), {}
 
         schedule = optax.cosine_decay_schedule(5e-2, 80 * 10)  # anneals the minibatch noise away
-        model, history = fit(model_loss, model, (x, y), key=jax.random.key(3), optimizer=optax.adam(schedule),
-                             batch_size=24, epochs=80, progress=False)
+        model, history = fit(
+            model_loss,
+            model,
+            (x, y),
+            key=jax.random.key(3),
+            optimizer=optax.adam(schedule),
+            batch_size=24,
+            epochs=80,
+            progress=False,
+        )
     assert isinstance(model, eqx.nn.Linear) and model.weight.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(model.weight[0]), solution[:3], atol=2e-3)
     assert float(model.bias.squeeze()) == pytest.approx(solution[3], abs=2e-3)
@@ -219,22 +259,31 @@ def test_fit_early_stopping_returns_the_best_params(capsys):
         return jnp.mean(jnp.square(params * batch[0] - batch[1])), {}
 
     def run(epochs, **kwargs):
-        return fit(loss_fn, jnp.float32(-2.0), train, key=jax.random.key(0), optimizer=optax.sgd(0.1),
-                   batch_size=10, epochs=epochs, **kwargs)
+        return fit(
+            loss_fn,
+            jnp.float32(-2.0),
+            train,
+            key=jax.random.key(0),
+            optimizer=optax.sgd(0.1),
+            batch_size=10,
+            epochs=epochs,
+            **kwargs,
+        )
 
     params, history = run(100, validation=validation, patience=3, progress=True)
     values = [row["validation"] for row in history]
     best = int(np.argmin(values))
     assert 0 < best < len(values) - 1 and len(history) == best + 1 + 3  # stopped after 3 bad epochs
-    assert all(v > values[best] for v in values[best + 1:])
+    assert all(v > values[best] for v in values[best + 1 :])
     last, _ = run(best + 1, progress=False)  # the same keys: the params after the best epoch
     assert float(params) == float(last)
     assert "epoch" in capsys.readouterr().out  # the progress bar
 
     # eval_fn: per-example values, minimised; with the default (the loss) the values agree exactly.
     _, default = run(5, validation=validation, progress=False)
-    _, explicit = run(5, validation=validation, progress=False,
-                      eval_fn=lambda p, batch, key: jnp.square(p * batch[0] - batch[1]))
+    _, explicit = run(
+        5, validation=validation, progress=False, eval_fn=lambda p, batch, key: jnp.square(p * batch[0] - batch[1])
+    )
     np.testing.assert_allclose([r["validation"] for r in default], [r["validation"] for r in explicit], rtol=1e-5)
     _, split = run(2, validation=0.25, progress=False)  # a fraction: the last 10 examples validate
     assert "validation" in split[0]
@@ -244,9 +293,22 @@ def test_fit_errors():
     data = regression(20)
     kwargs = dict(key=jax.random.key(0), optimizer=optax.sgd(0.1), batch_size=5, epochs=2, progress=False)
     one_line_error("fit: patience needs validation data", fit, squared_error, ZERO, data, patience=2, **kwargs)
-    one_line_error("fit: batch_size must be in 1..16 (the number of training examples), got 17", fit, squared_error,
-                   ZERO, data, validation=0.2, **{**kwargs, "batch_size": 17})
-    one_line_error("fit: every leaf of data needs the same leading size", fit, squared_error, ZERO,
-                   (data[0], data[1][:-1]), **kwargs)
+    one_line_error(
+        "fit: batch_size must be in 1..16 (the number of training examples), got 17",
+        fit,
+        squared_error,
+        ZERO,
+        data,
+        validation=0.2,
+        **{**kwargs, "batch_size": 17},
+    )
+    one_line_error(
+        "fit: every leaf of data needs the same leading size",
+        fit,
+        squared_error,
+        ZERO,
+        (data[0], data[1][:-1]),
+        **kwargs,
+    )
     with pytest.raises(FloatingPointError, match="the training loss is nan in epoch 1"):
         fit(lambda p, b, k, s: (jnp.float32(jnp.nan) * p["b"], {}), ZERO, data, **kwargs)

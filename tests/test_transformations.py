@@ -42,7 +42,9 @@ CASES = {
     ),
     "relaxed-bernoulli": (lambda p: rp.RelaxedBernoulli(p["b"], p["a"]), dict(a=0.3, b=0.7), ()),
     "categorical": (
-        lambda p: rp.Categorical(jnp.stack([p["a"], p["b"], 0.0 * p["a"]])), dict(a=0.3, b=-0.7), ("entropy", "mode")
+        lambda p: rp.Categorical(jnp.stack([p["a"], p["b"], 0.0 * p["a"]])),
+        dict(a=0.3, b=-0.7),
+        ("entropy", "mode"),
     ),
     "bernoulli": (lambda p: rp.Bernoulli(p["a"] + p["b"]), dict(a=0.3, b=-0.7), SCALAR),
 }

@@ -35,8 +35,17 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 from .data import epoch_batches, num_examples
 
 __all__ = [
-    "EarlyStopping", "TrainState", "early_stopping_update", "evaluate", "fit", "init_early_stopping",
-    "init_train_state", "make_epoch", "make_step", "map_batches", "split_validation",
+    "EarlyStopping",
+    "TrainState",
+    "early_stopping_update",
+    "evaluate",
+    "fit",
+    "init_early_stopping",
+    "init_train_state",
+    "make_epoch",
+    "make_step",
+    "map_batches",
+    "split_validation",
 ]
 
 LossFn = Callable[[PyTree, PyTree, PRNGKeyArray, "TrainState"], tuple[Array, dict[str, Array]]]
@@ -61,8 +70,12 @@ def init_train_state(params: PyTree, optimizer: optax.GradientTransformation, ex
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), extra)
 
 
-def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-              update_extra: Callable[[TrainState, dict], PyTree] | None = None) -> Callable:
+def make_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    update_extra: Callable[[TrainState, dict], PyTree] | None = None,
+) -> Callable:
     """`step(state, batch, key) -> (state, metrics)`: one optimizer step on `loss_fn`, minimised.
 
     `loss_fn(params, batch, key, state) -> (loss, metrics)`: `loss` a scalar (the batch's mean loss),
@@ -84,9 +97,14 @@ def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     return step
 
 
-def make_epoch(loss_fn: LossFn, optimizer: optax.GradientTransformation, batch_size: int, *,
-               update_extra: Callable[[TrainState, dict], PyTree] | None = None,
-               transform_batch: Callable[[PRNGKeyArray, PyTree], PyTree] | None = None) -> Callable:
+def make_epoch(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    *,
+    update_extra: Callable[[TrainState, dict], PyTree] | None = None,
+    transform_batch: Callable[[PRNGKeyArray, PyTree], PyTree] | None = None,
+) -> Callable:
     """`epoch(state, key, data) -> (state, metrics)`: one shuffled pass over `data` in one `lax.scan`.
 
     `data` (`N` examples) is cut into `N // batch_size` batches by `epoch_batches` (one permutation
@@ -115,8 +133,9 @@ def make_epoch(loss_fn: LossFn, optimizer: optax.GradientTransformation, batch_s
     return epoch
 
 
-def map_batches(fn: Callable[[PyTree, PRNGKeyArray], PyTree], data: PyTree, key: PRNGKeyArray,
-                batch_size: int) -> PyTree:
+def map_batches(
+    fn: Callable[[PyTree, PRNGKeyArray], PyTree], data: PyTree, key: PRNGKeyArray, batch_size: int
+) -> PyTree:
     """`fn(batch, key)` over `data` in chunks of `batch_size`, concatenated: per-example values `(N, ...)`.
 
     `fn` maps a batch (leaves `(b, ...)`) to per-example values `(b, ...)` (or a pytree of them).
@@ -132,14 +151,12 @@ def map_batches(fn: Callable[[PyTree, PRNGKeyArray], PyTree], data: PyTree, key:
     batch_size = min(int(batch_size), n)
     num = -(-n // batch_size)
     index = jnp.arange(num * batch_size) % n
-    chunks = jax.tree.map(lambda leaf: jnp.take(leaf, index, axis=0).reshape((num, batch_size) + leaf.shape[1:]),
-                          data)
+    chunks = jax.tree.map(lambda leaf: jnp.take(leaf, index, axis=0).reshape((num, batch_size) + leaf.shape[1:]), data)
     out = jax.lax.map(lambda args: fn(*args), (chunks, jax.random.split(key, num)))
     return jax.tree.map(lambda o: o.reshape((num * batch_size,) + o.shape[2:])[:n], out)
 
 
-def evaluate(fn: Callable[[PyTree, PRNGKeyArray], PyTree], data: PyTree, key: PRNGKeyArray,
-             batch_size: int) -> PyTree:
+def evaluate(fn: Callable[[PyTree, PRNGKeyArray], PyTree], data: PyTree, key: PRNGKeyArray, batch_size: int) -> PyTree:
     """The mean over all `N` examples of `map_batches(fn, data, key, batch_size)` (scalar per leaf)."""
     return jax.tree.map(lambda v: jnp.mean(v, axis=0), map_batches(fn, data, key, batch_size))
 
@@ -155,8 +172,10 @@ def split_validation(data: PyTree, fraction: float) -> tuple[PyTree, PyTree]:
         raise ValueError(f"split_validation: fraction must be in (0, 1), got {fraction}")
     num_validation = math.ceil(round(fraction * n, 9))  # round: 0.7 * 10 is 7.000000000000001
     if num_validation >= n:
-        raise ValueError(f"split_validation: fraction {fraction} of {n} examples leaves no training examples; "
-                         "lower the fraction or give more data")
+        raise ValueError(
+            f"split_validation: fraction {fraction} of {n} examples leaves no training examples; "
+            "lower the fraction or give more data"
+        )
     cut = n - num_validation
     return jax.tree.map(lambda leaf: leaf[:cut], data), jax.tree.map(lambda leaf: leaf[cut:], data)
 
@@ -173,12 +192,18 @@ class EarlyStopping(NamedTuple):
 def init_early_stopping(params: PyTree) -> EarlyStopping:
     """An `EarlyStopping` with no best value yet; `best_params` is a copy of `params` (a copy, so
     donating the train state's buffers to the next epoch cannot delete it)."""
-    return EarlyStopping(jnp.full((), jnp.nan, jnp.float32), jax.tree.map(jnp.array, params),
-                         jnp.zeros((), jnp.int32))
+    return EarlyStopping(jnp.full((), jnp.nan, jnp.float32), jax.tree.map(jnp.array, params), jnp.zeros((), jnp.int32))
 
 
-def early_stopping_update(stopping: EarlyStopping, value: ArrayLike, params: PyTree, patience: int, *,
-                          higher_is_better: bool = False, min_delta: float = 0.0) -> tuple[EarlyStopping, Array]:
+def early_stopping_update(
+    stopping: EarlyStopping,
+    value: ArrayLike,
+    params: PyTree,
+    patience: int,
+    *,
+    higher_is_better: bool = False,
+    min_delta: float = 0.0,
+) -> tuple[EarlyStopping, Array]:
     """`(stopping, should_stop)` after an epoch whose validation value is `value` (a scalar).
 
     An improvement (`value < best - min_delta`, or `> best + min_delta` with `higher_is_better`;
@@ -196,13 +221,23 @@ def early_stopping_update(stopping: EarlyStopping, value: ArrayLike, params: PyT
     return stopping, bad_epochs >= patience
 
 
-def fit(loss_fn: Callable, params: PyTree, data: PyTree, *, key: PRNGKeyArray,
-        optimizer: optax.GradientTransformation, batch_size: int, epochs: int,
-        validation: None | float | PyTree = None, patience: int | None = None,
-        eval_fn: Callable[[Any, PyTree, PRNGKeyArray], Array] | None = None, progress: bool = True,
-        transform_batch: Callable[[PRNGKeyArray, PyTree], PyTree] | None = None,
-        update_extra: Callable[[TrainState, dict], PyTree] | None = None,
-        extra: PyTree = ()) -> tuple[Any, list[dict[str, float]]]:
+def fit(
+    loss_fn: Callable,
+    params: PyTree,
+    data: PyTree,
+    *,
+    key: PRNGKeyArray,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    epochs: int,
+    validation: None | float | PyTree = None,
+    patience: int | None = None,
+    eval_fn: Callable[[Any, PyTree, PRNGKeyArray], Array] | None = None,
+    progress: bool = True,
+    transform_batch: Callable[[PRNGKeyArray, PyTree], PyTree] | None = None,
+    update_extra: Callable[[TrainState, dict], PyTree] | None = None,
+    extra: PyTree = (),
+) -> tuple[Any, list[dict[str, float]]]:
     """Fit `params` to `data` by minimising `loss_fn` with `optimizer`: `(params, history)`.
 
     - `loss_fn(params, batch, key, state) -> (loss, metrics)` as in `make_step`; here `params` may be
@@ -243,8 +278,10 @@ def fit(loss_fn: Callable, params: PyTree, data: PyTree, *, key: PRNGKeyArray,
     def inner_loss(p, batch, k, state):
         return loss_fn(eqx.combine(p, static), batch, k, state)
 
-    epoch_fn = jax.jit(make_epoch(inner_loss, optimizer, batch_size, update_extra=update_extra,
-                                  transform_batch=transform_batch), donate_argnums=0)
+    epoch_fn = jax.jit(
+        make_epoch(inner_loss, optimizer, batch_size, update_extra=update_extra, transform_batch=transform_batch),
+        donate_argnums=0,
+    )
     state = init_train_state(arrays, optimizer, extra)
     k_train, k_valid = jax.random.split(key)
     validate = None if validation is None else jax.jit(_make_validation(inner_loss, eval_fn, static, batch_size))
@@ -259,13 +296,16 @@ def fit(loss_fn: Callable, params: PyTree, data: PyTree, *, key: PRNGKeyArray,
             state, metrics = epoch_fn(state, jax.random.fold_in(k_train, e), data)
             row = {"epoch": e + 1, **{name: float(jnp.mean(m)) for name, m in metrics.items()}}
             if not math.isfinite(row["loss"]):
-                raise FloatingPointError(f"fit: the training loss is {row['loss']} in epoch {e + 1}; "
-                                         "lower the learning rate or check the loss for log(0) or division by 0")
+                raise FloatingPointError(
+                    f"fit: the training loss is {row['loss']} in epoch {e + 1}; "
+                    "lower the learning rate or check the loss for log(0) or division by 0"
+                )
             should_stop = False
             if validation is not None:
                 row["validation"] = float(validate(state, jax.random.fold_in(k_valid, e), validation))
-                stopping, stop = stop_update(stopping, row["validation"], state.params,
-                                             patience if patience is not None else epochs + 1)
+                stopping, stop = stop_update(
+                    stopping, row["validation"], state.params, patience if patience is not None else epochs + 1
+                )
                 should_stop = patience is not None and bool(stop)
             row["seconds"] = time.perf_counter() - begun
             history.append(row)
@@ -279,9 +319,11 @@ def fit(loss_fn: Callable, params: PyTree, data: PyTree, *, key: PRNGKeyArray,
 def _make_validation(inner_loss: Callable, eval_fn: Callable | None, static: PyTree, batch_size: int) -> Callable:
     """`value(state, key, validation) -> scalar`: the mean validation value of `fit`'s docstring."""
     if eval_fn is not None:
+
         def value(state, key, validation):
             model = eqx.combine(state.params, static)
             return jnp.mean(map_batches(lambda batch, k: eval_fn(model, batch, k), validation, key, batch_size))
+
         return value
 
     def value(state, key, validation):
@@ -291,13 +333,16 @@ def _make_validation(inner_loss: Callable, eval_fn: Callable | None, static: PyT
         full = (n // size) * size
         k_full, k_rest = jax.random.split(key)
         chunks = jax.tree.map(lambda leaf: leaf[:full].reshape((full // size, size) + leaf.shape[1:]), validation)
-        losses = jax.lax.map(lambda args: inner_loss(state.params, args[0], args[1], state)[0],
-                             (chunks, jax.random.split(k_full, full // size)))
+        losses = jax.lax.map(
+            lambda args: inner_loss(state.params, args[0], args[1], state)[0],
+            (chunks, jax.random.split(k_full, full // size)),
+        )
         total = jnp.sum(losses) * size
         if full < n:
             rest = jax.tree.map(lambda leaf: leaf[full:], validation)
             total = total + inner_loss(state.params, rest, k_rest, state)[0] * (n - full)
         return total / n
+
     return value
 
 
@@ -324,11 +369,19 @@ class _RichBar(_NoBar):
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+
         self.progress = Progress(
-            TextColumn("[bold]fit"), BarColumn(bar_width=16), TextColumn("epoch"), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[rate]} ex/s"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(compact=True))
+            TextColumn("[bold]fit"),
+            BarColumn(bar_width=16),
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val {task.fields[val]}"),
+            TextColumn("{task.fields[rate]} ex/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(compact=True),
+        )
         self.task = self.progress.add_task("fit", total=epochs, loss="-", val="-", rate="-")
 
     def __enter__(self):

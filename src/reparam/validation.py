@@ -30,8 +30,7 @@ def broadcast_params(owner: str, **params: ArrayLike) -> list[Array]:
     except ValueError:
         described = ", ".join(f"{n} {a.shape}" for n, a in zip(params, arrays, strict=True))
         raise ValueError(
-            f"{owner}: parameter shapes do not broadcast ({described}); "
-            "give shapes that broadcast under numpy rules."
+            f"{owner}: parameter shapes do not broadcast ({described}); give shapes that broadcast under numpy rules."
         ) from None
     return [jnp.broadcast_to(a, shape) for a in arrays]
 

@@ -9,6 +9,16 @@ from .sigmoid import Sigmoid
 from .tanh import Tanh, clipped_atanh, log_abs_det_tanh
 
 __all__ = [
-    "Affine", "Bijector", "Chain", "CouplingMLP", "Exp", "MaskedCoupling", "Scale", "Shift",
-    "Sigmoid", "Tanh", "clipped_atanh", "log_abs_det_tanh",
+    "Affine",
+    "Bijector",
+    "Chain",
+    "CouplingMLP",
+    "Exp",
+    "MaskedCoupling",
+    "Scale",
+    "Shift",
+    "Sigmoid",
+    "Tanh",
+    "clipped_atanh",
+    "log_abs_det_tanh",
 ]

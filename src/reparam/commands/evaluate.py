@@ -34,11 +34,15 @@ def main(config: EvaluateCommand, console: Console | None = None) -> list[float]
     run = load_run_config(config.run_dir, "sac", SACCommand)  # one-line errors for other folders
     path = Path(config.run_dir) / "policy.eqx"
     if not path.is_file():
-        raise FileNotFoundError(f"{config.run_dir} has no policy.eqx yet: the run has not finished "
-                                f"(continue it with reparam sac --resume {config.run_dir})")
+        raise FileNotFoundError(
+            f"{config.run_dir} has no policy.eqx yet: the run has not finished "
+            f"(continue it with reparam sac --resume {config.run_dir})"
+        )
     agent = sac_agent(run.sac)
     policies = load_serialised(path, policy_template(agent, run.env, run.num_seeds))
     returns = evaluate_policies(agent, run.env, policies, config.episodes, config.seed)
-    console.print(f"{run.env}: mean return over {config.episodes} episodes per seed: "
-                  + ", ".join(f"{r:.1f}" for r in returns), soft_wrap=True)
+    console.print(
+        f"{run.env}: mean return over {config.episodes} episodes per seed: " + ", ".join(f"{r:.1f}" for r in returns),
+        soft_wrap=True,
+    )
     return returns

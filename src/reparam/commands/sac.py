@@ -56,9 +56,14 @@ class SACCommand:
 
     def check(self) -> None:
         """One-line errors for sizes that cannot run and unknown environment names."""
-        counts = {"--total-steps": self.total_steps, "--eval-every": self.eval_every,
-                  "--eval-episodes": self.eval_episodes, "--num-seeds": self.num_seeds, "--num-envs": self.num_envs,
-                  "--checkpoint-every": self.checkpoint_every}
+        counts = {
+            "--total-steps": self.total_steps,
+            "--eval-every": self.eval_every,
+            "--eval-episodes": self.eval_episodes,
+            "--num-seeds": self.num_seeds,
+            "--num-envs": self.num_envs,
+            "--checkpoint-every": self.checkpoint_every,
+        }
         for flag, value in counts.items():
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
@@ -83,8 +88,14 @@ def compiled_program(sac: SACConfig, env: str, spec: RunSpec):
 @compile_once
 def host_program(sac: SACConfig, env: str, total_steps: int, num_envs: int, eval_every: int, eval_episodes: int):
     """The host loop with its compiled agent calls."""
-    return make_host_loop(sac_agent(sac), env, total_steps=total_steps, num_envs=num_envs, eval_every=eval_every,
-                          eval_episodes=eval_episodes)
+    return make_host_loop(
+        sac_agent(sac),
+        env,
+        total_steps=total_steps,
+        num_envs=num_envs,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+    )
 
 
 def main(config: SACCommand, console: Console | None = None, *, stop_after: int | None = None) -> list[dict]:
@@ -97,8 +108,9 @@ def main(config: SACCommand, console: Console | None = None, *, stop_after: int 
 
 
 def compiled_job(config: SACCommand) -> Job:
-    run, init, advance = compiled_program(config.sac, config.env, RunSpec(config.total_steps, config.eval_every,
-                                                                          config.eval_episodes))
+    run, init, advance = compiled_program(
+        config.sac, config.env, RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
+    )
     keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
 
     def step(carry, chunk: int):
@@ -108,11 +120,21 @@ def compiled_job(config: SACCommand) -> Job:
     def finish(carry, all_rows: list[dict]) -> list[str]:
         return finished(config, run.agent.policy(carry.params), all_rows)
 
-    return Job(lambda: init(keys), step, finish, run.spec.num_evals, f"SAC {config.env}", unit="steps",
-               units_per_chunk=config.eval_every, rate_per_chunk=config.eval_every * config.num_seeds,
-               rate_unit="steps/s (all seeds)", shown=("eval_return", "return"),
-               restored=lambda fresh, saved: jax.tree.map(lambda f, s: jax.device_put(s, f.sharding), fresh, saved),
-               checkpoint_every=config.checkpoint_every, files=("learning_curve.png", "policy.eqx"))
+    return Job(
+        lambda: init(keys),
+        step,
+        finish,
+        run.spec.num_evals,
+        f"SAC {config.env}",
+        unit="steps",
+        units_per_chunk=config.eval_every,
+        rate_per_chunk=config.eval_every * config.num_seeds,
+        rate_unit="steps/s (all seeds)",
+        shown=("eval_return", "return"),
+        restored=lambda fresh, saved: jax.tree.map(lambda f, s: jax.device_put(s, f.sharding), fresh, saved),
+        checkpoint_every=config.checkpoint_every,
+        files=("learning_curve.png", "policy.eqx"),
+    )
 
 
 class Seeds(NamedTuple):
@@ -124,8 +146,9 @@ class Seeds(NamedTuple):
 
 
 def host_job(config: SACCommand) -> Job:
-    loop = host_program(config.sac, config.env, config.total_steps, config.num_envs, config.eval_every,
-                        config.eval_episodes)
+    loop = host_program(
+        config.sac, config.env, config.total_steps, config.num_envs, config.eval_every, config.eval_episodes
+    )
     policy = loop.agent.policy
 
     def init() -> Seeds:
@@ -147,17 +170,29 @@ def host_job(config: SACCommand) -> Job:
 
     def finish(state: Seeds, all_rows: list[dict]) -> list[str]:
         loop.close(state.loop)
-        rates = [f"seed {r['seed']}: {r['training_steps_per_second']:,.1f}" for r in all_rows
-                 if "training_steps_per_second" in r]
+        rates = [
+            f"seed {r['seed']}: {r['training_steps_per_second']:,.1f}"
+            for r in all_rows
+            if "training_steps_per_second" in r
+        ]
         lines = [f"Training-phase env steps/s (compiling calls excluded): {'; '.join(rates)}"] if rates else []
         return lines + finished(config, state.policies, all_rows)
 
-    return Job(init, step, finish, loop.chunks * config.num_seeds, f"SAC {config.env}", unit="steps (all seeds)",
-               units_per_chunk=config.eval_every, rate_unit="steps/s", shown=("eval_return", "return"),
-               saved=lambda state: (loop.saved(state.loop), state.policies),
-               restored=lambda state, saved: Seeds(loop.restored(state.loop, saved[0]),
-                                                   jax.tree.map(jnp.asarray, saved[1])),
-               checkpoint_every=config.checkpoint_every, files=("learning_curve.png", "policy.eqx"))
+    return Job(
+        init,
+        step,
+        finish,
+        loop.chunks * config.num_seeds,
+        f"SAC {config.env}",
+        unit="steps (all seeds)",
+        units_per_chunk=config.eval_every,
+        rate_unit="steps/s",
+        shown=("eval_return", "return"),
+        saved=lambda state: (loop.saved(state.loop), state.policies),
+        restored=lambda state, saved: Seeds(loop.restored(state.loop, saved[0]), jax.tree.map(jnp.asarray, saved[1])),
+        checkpoint_every=config.checkpoint_every,
+        files=("learning_curve.png", "policy.eqx"),
+    )
 
 
 def finished(config: SACCommand, policies, all_rows: list[dict]) -> list[str]:
@@ -174,5 +209,7 @@ def finished(config: SACCommand, policies, all_rows: list[dict]) -> list[str]:
     ax.legend()
     save_figure(fig, Path(config.out) / "learning_curve.png")
     final = by_step[-1]
-    return [f"Final evaluation return {final.mean():.1f} (min {final.min():.1f}, max {final.max():.1f}) over "
-            f"{len(final)} seed(s) after {steps[-1]:,} steps"]
+    return [
+        f"Final evaluation return {final.mean():.1f} (min {final.min():.1f}, max {final.max():.1f}) over "
+        f"{len(final)} seed(s) after {steps[-1]:,} steps"
+    ]

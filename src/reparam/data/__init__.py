@@ -16,7 +16,23 @@ from .images import Dataset, digits_split, load_dataset, load_digits, load_mnist
 from .toys import TOY_ENTROPY, TOYS, sample_toy, toy_log_prob
 
 __all__ = [
-    "DIGITS_LEVELS", "Dataset", "TOYS", "TOY_ENTROPY", "binarize_dynamic", "binarize_static", "bits_per_dim",
-    "dequantize", "digits_split", "epoch_batches", "grey_levels", "load_dataset", "load_digits", "load_mnist",
-    "num_examples", "read_idx", "requantize", "sample_toy", "toy_log_prob",
+    "DIGITS_LEVELS",
+    "Dataset",
+    "TOYS",
+    "TOY_ENTROPY",
+    "binarize_dynamic",
+    "binarize_static",
+    "bits_per_dim",
+    "dequantize",
+    "digits_split",
+    "epoch_batches",
+    "grey_levels",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "num_examples",
+    "read_idx",
+    "requantize",
+    "sample_toy",
+    "toy_log_prob",
 ]

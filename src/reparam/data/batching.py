@@ -30,8 +30,9 @@ def num_examples(data: PyTree, owner: str = "data") -> int:
         sizes[name] = shape[0]
     if len(set(sizes.values())) > 1:
         described = ", ".join(f"{name} {size}" for name, size in sizes.items())
-        raise ValueError(f"{owner}: every leaf of data needs the same leading size (the number of examples), "
-                         f"got {described}")
+        raise ValueError(
+            f"{owner}: every leaf of data needs the same leading size (the number of examples), got {described}"
+        )
     return next(iter(sizes.values()))
 
 
@@ -50,7 +51,8 @@ def epoch_batches(key: PRNGKeyArray, data: PyTree, batch_size: int) -> PyTree:
     num_batches = n // batch_size
     order = jax.random.permutation(key, n)[: num_batches * batch_size]
     return jax.tree.map(
-        lambda leaf: jnp.take(leaf, order, axis=0).reshape((num_batches, batch_size) + leaf.shape[1:]), data)
+        lambda leaf: jnp.take(leaf, order, axis=0).reshape((num_batches, batch_size) + leaf.shape[1:]), data
+    )
 
 
 def binarize_static(x: ArrayLike) -> Array:
@@ -100,8 +102,9 @@ def dequantize(key: PRNGKeyArray, levels: ArrayLike, num_levels: int = DIGITS_LE
     """
     levels = jnp.asarray(levels)
     if not jnp.issubdtype(levels.dtype, jnp.integer):
-        raise ValueError(f"dequantize: levels must be integers 0..{num_levels - 1} (see grey_levels), "
-                         f"got {levels.dtype}")
+        raise ValueError(
+            f"dequantize: levels must be integers 0..{num_levels - 1} (see grey_levels), got {levels.dtype}"
+        )
     if not 2 <= num_levels <= 2**16:
         raise ValueError(f"dequantize: num_levels must be in 2..65536, got {num_levels}")
     m = _subcell_bits(num_levels)

@@ -57,15 +57,15 @@ def load_dataset(spec: str) -> Dataset:
     """`"digits"` or `"mnist:PATH"` (see the module docstring); ValueError for anything else."""
     if spec == "digits":
         return load_digits()
-    if isinstance(spec, str) and spec.startswith("mnist:") and spec[len("mnist:"):]:
-        return load_mnist(spec[len("mnist:"):])
+    if isinstance(spec, str) and spec.startswith("mnist:") and spec[len("mnist:") :]:
+        return load_mnist(spec[len("mnist:") :])
     raise ValueError(f"unknown dataset {spec!r}; {USAGE}")
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray]:
     """`(train_index, test_index)` into scikit-learn's digits: 1500 and 297 indices, disjoint."""
     order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_SIZE)
-    return order[: DIGITS_SIZE - DIGITS_TEST_SIZE], order[DIGITS_SIZE - DIGITS_TEST_SIZE:]
+    return order[: DIGITS_SIZE - DIGITS_TEST_SIZE], order[DIGITS_SIZE - DIGITS_TEST_SIZE :]
 
 
 def load_digits() -> Dataset:
@@ -110,12 +110,11 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
         )
     if magic != expected:
         raise ValueError(f"{path}: bad IDX magic number 0x{magic:08X}; expected 0x{expected:08X}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    payload = memoryview(raw)[4 + 4 * ndim:]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    payload = memoryview(raw)[4 + 4 * ndim :]
     if len(payload) != math.prod(shape):
         raise ValueError(
-            f"{path}: IDX payload has {len(payload)} bytes but the header's shape {shape} "
-            f"needs {math.prod(shape)}"
+            f"{path}: IDX payload has {len(payload)} bytes but the header's shape {shape} needs {math.prod(shape)}"
         )
     return np.frombuffer(payload, np.uint8).reshape(shape)
 
@@ -135,8 +134,7 @@ def _find_idx(folder: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"mnist: '{folder}' has no {name} (or {name}.gz); a folder needs "
-        + ", ".join(n for n, _ in IDX_FILES.values())
+        f"mnist: '{folder}' has no {name} (or {name}.gz); a folder needs " + ", ".join(n for n, _ in IDX_FILES.values())
     )
 
 
@@ -154,9 +152,12 @@ def _load_idx_folder(folder: Path) -> Dataset:
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"mnist: train images are {x_train.shape[1:]} but test images {x_test.shape[1:]}")
     return _dataset(
-        _flat_pixels(x_train), arrays["train_labels"].astype(np.int32),
-        _flat_pixels(x_test), arrays["test_labels"].astype(np.int32),
-        x_train.shape[1:], f"mnist:{folder.name}",
+        _flat_pixels(x_train),
+        arrays["train_labels"].astype(np.int32),
+        _flat_pixels(x_test),
+        arrays["test_labels"].astype(np.int32),
+        x_train.shape[1:],
+        f"mnist:{folder.name}",
     )
 
 
@@ -214,7 +215,10 @@ def _flat_pixels(images: np.ndarray) -> np.ndarray:
 
 def _dataset(x_train, y_train, x_test, y_test, image_shape, name) -> Dataset:
     return Dataset(
-        jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, jnp.int32),
-        jnp.asarray(x_test, jnp.float32), jnp.asarray(y_test, jnp.int32),
-        (int(image_shape[0]), int(image_shape[1])), name,
+        jnp.asarray(x_train, jnp.float32),
+        jnp.asarray(y_train, jnp.int32),
+        jnp.asarray(x_test, jnp.float32),
+        jnp.asarray(y_test, jnp.int32),
+        (int(image_shape[0]), int(image_shape[1])),
+        name,
     )

@@ -45,8 +45,9 @@ TOY_ENTROPY = {"eight_gaussians": EIGHT_GAUSSIANS_ENTROPY, "checkerboard": CHECK
 _ANGLES = np.arange(8) * np.pi / 4
 EIGHT_GAUSSIANS_MEANS = (EIGHT_GAUSSIANS_RADIUS * np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], 1)).astype(np.float32)
 # Lower-left corners of the checkerboard's 8 squares: a, b in {-4, -2, 0, 2} with a/2 + b/2 even.
-CHECKERBOARD_CORNERS = np.array([(a, b) for a in (-4, -2, 0, 2) for b in (-4, -2, 0, 2) if (a + b) // 2 % 2 == 0],
-                                np.float32)
+CHECKERBOARD_CORNERS = np.array(
+    [(a, b) for a in (-4, -2, 0, 2) for b in (-4, -2, 0, 2) if (a + b) // 2 % 2 == 0], np.float32
+)
 
 
 def _check_name(owner: str, name: str) -> None:
@@ -73,8 +74,10 @@ def toy_log_prob(name: str, x: ArrayLike) -> Array:
     """
     _check_name("toy_log_prob", name)
     if name not in TOY_ENTROPY:
-        raise ValueError(f"toy_log_prob: {name!r} has no closed-form density (an integral over its noise); "
-                         f"exact log-densities exist for {', '.join(TOY_ENTROPY)}")
+        raise ValueError(
+            f"toy_log_prob: {name!r} has no closed-form density (an integral over its noise); "
+            f"exact log-densities exist for {', '.join(TOY_ENTROPY)}"
+        )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)

@@ -103,9 +103,7 @@ class Distribution(eqx.Module):
         `rsample`. Works for every distribution, reparameterized or not."""
         return jax.lax.stop_gradient(self._draw(key, as_shape(sample_shape)))
 
-    def rsample_and_log_prob(
-        self, key: PRNGKeyArray, sample_shape: int | Sequence[int] = ()
-    ) -> tuple[Array, Array]:
+    def rsample_and_log_prob(self, key: PRNGKeyArray, sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
         """`(z, log p(z))` with `z = rsample(key, sample_shape)`, shapes
         `sample_shape + batch_shape + event_shape` and `sample_shape + batch_shape`.
 
@@ -115,9 +113,7 @@ class Distribution(eqx.Module):
         x = self.rsample(key, sample_shape)
         return x, self.log_prob(x)
 
-    def sample_and_log_prob(
-        self, key: PRNGKeyArray, sample_shape: int | Sequence[int] = ()
-    ) -> tuple[Array, Array]:
+    def sample_and_log_prob(self, key: PRNGKeyArray, sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
         """`(z, log p(z))` with `z = sample(key, sample_shape)` (gradients stopped); `log p(z)` is
         differentiable in the parameters (the score-function route). Shapes as
         `rsample_and_log_prob`."""

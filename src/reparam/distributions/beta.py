@@ -65,9 +65,7 @@ class Beta(Distribution):
     def entropy(self) -> Array:
         """`log B(a, b) - (a - 1) psi(a) - (b - 1) psi(b) + (a + b - 2) psi(a + b)`."""
         a, b = self.a, self.b
-        return (
-            log_beta(a, b) - (a - 1) * digamma(a) - (b - 1) * digamma(b) + (a + b - 2) * digamma(a + b)
-        )
+        return log_beta(a, b) - (a - 1) * digamma(a) - (b - 1) * digamma(b) + (a + b - 2) * digamma(a + b)
 
     def mean(self) -> Array:
         """`a / (a + b)`."""

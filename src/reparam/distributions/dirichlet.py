@@ -24,9 +24,7 @@ class Dirichlet(Distribution):
     def __init__(self, concentration: ArrayLike, *, validate: bool = True):
         alpha = jnp.asarray(concentration, float_dtype(concentration))
         if alpha.ndim < 1 or alpha.shape[-1] < 2:
-            raise ValueError(
-                f"Dirichlet: concentration must have a last axis of size K >= 2, got shape {alpha.shape}"
-            )
+            raise ValueError(f"Dirichlet: concentration must have a last axis of size K >= 2, got shape {alpha.shape}")
         self.concentration = check_positive("Dirichlet", "concentration", alpha, validate)
 
     @property
@@ -69,11 +67,7 @@ class Dirichlet(Distribution):
         alpha = self.concentration
         total = jnp.sum(alpha, -1)
         k = alpha.shape[-1]
-        return (
-            self._log_normalizer()
-            + (total - k) * digamma(total)
-            - jnp.sum((alpha - 1) * digamma(alpha), -1)
-        )
+        return self._log_normalizer() + (total - k) * digamma(total) - jnp.sum((alpha - 1) * digamma(alpha), -1)
 
     def mean(self) -> Array:
         """`alpha / alpha_0`, with `alpha_0 = sum_k alpha_k`."""

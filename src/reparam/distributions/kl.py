@@ -93,9 +93,11 @@ def _kl_mvn(p: MultivariateNormal, q: MultivariateNormal) -> Array:
     lp = jnp.broadcast_to(p.scale_tril, batch + (d, d))
     m = solve_triangular(lq, lp, lower=True)
     z = solve_triangular(lq, jnp.broadcast_to(q.loc - p.loc, batch + (d,))[..., None], lower=True)[..., 0]
-    return 0.5 * (
-        jnp.sum(jnp.square(m), (-2, -1)) + jnp.sum(jnp.square(z), -1) - d
-    ) + q._half_log_det() - p._half_log_det()
+    return (
+        0.5 * (jnp.sum(jnp.square(m), (-2, -1)) + jnp.sum(jnp.square(z), -1) - d)
+        + q._half_log_det()
+        - p._half_log_det()
+    )
 
 
 @register_kl(Independent, Independent)
@@ -113,19 +115,14 @@ def _kl_independent(p: Independent, q: Independent) -> Array:
 def _kl_laplace(p: Laplace, q: Laplace) -> Array:
     """`log(b_q / b_p) + |m_p - m_q| / b_q + (b_p / b_q) exp(-|m_p - m_q| / b_p) - 1`."""
     distance = jnp.abs(p.loc - q.loc)
-    return (
-        jnp.log(q.scale / p.scale) + distance / q.scale + p.scale / q.scale * jnp.exp(-distance / p.scale) - 1
-    )
+    return jnp.log(q.scale / p.scale) + distance / q.scale + p.scale / q.scale * jnp.exp(-distance / p.scale) - 1
 
 
 @register_kl(Gamma, Gamma)
 def _kl_gamma(p: Gamma, q: Gamma) -> Array:
     """`(a_p - a_q) psi(a_p) - lgamma(a_p) + lgamma(a_q) + a_q log(b_p / b_q) + a_p (b_q - b_p) / b_p`."""
     ap, bp, aq, bq = p.concentration, p.rate, q.concentration, q.rate
-    return (
-        (ap - aq) * digamma(ap) - gammaln(ap) + gammaln(aq) + aq * (jnp.log(bp) - jnp.log(bq))
-        + ap * (bq - bp) / bp
-    )
+    return (ap - aq) * digamma(ap) - gammaln(ap) + gammaln(aq) + aq * (jnp.log(bp) - jnp.log(bq)) + ap * (bq - bp) / bp
 
 
 @register_kl(Beta, Beta)
@@ -133,7 +130,10 @@ def _kl_beta(p: Beta, q: Beta) -> Array:
     """`log B(a_q, b_q) - log B(a_p, b_p) + (a_p - a_q) psi(a_p) + (b_p - b_q) psi(b_p)
     + (a_q - a_p + b_q - b_p) psi(a_p + b_p)`."""
     return (
-        log_beta(q.a, q.b) - log_beta(p.a, p.b) + (p.a - q.a) * digamma(p.a) + (p.b - q.b) * digamma(p.b)
+        log_beta(q.a, q.b)
+        - log_beta(p.a, p.b)
+        + (p.a - q.a) * digamma(p.a)
+        + (p.b - q.b) * digamma(p.b)
         + (q.a - p.a + q.b - p.b) * digamma(p.a + p.b)
     )
 
@@ -143,9 +143,7 @@ def _kl_dirichlet(p: Dirichlet, q: Dirichlet) -> Array:
     """`log B(b) - log B(a) + sum_k (a_k - b_k) (psi(a_k) - psi(a_0))`."""
     a, b = p.concentration, q.concentration
     a0 = jnp.sum(a, -1, keepdims=True)
-    return (
-        q._log_normalizer() - p._log_normalizer() + jnp.sum((a - b) * (digamma(a) - digamma(a0)), -1)
-    )
+    return q._log_normalizer() - p._log_normalizer() + jnp.sum((a - b) * (digamma(a) - digamma(a0)), -1)
 
 
 @register_kl(Categorical, Categorical)  # OneHotCategorical too (a subclass)

@@ -36,8 +36,7 @@ class MultivariateNormal(Distribution):
             batch = jnp.broadcast_shapes(loc.shape[:-1], tril.shape[:-2])
         except ValueError:
             raise ValueError(
-                f"MultivariateNormal: batch shapes of loc {loc.shape} and scale_tril {tril.shape} "
-                "do not broadcast"
+                f"MultivariateNormal: batch shapes of loc {loc.shape} and scale_tril {tril.shape} do not broadcast"
             ) from None
         d = loc.shape[-1]
         diag = jnp.diagonal(tril, axis1=-2, axis2=-1)

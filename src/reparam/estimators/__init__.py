@@ -17,7 +17,17 @@ from .score_function import (
 from .variance import Measurement, Statistics, measure
 
 __all__ = [
-    "Measurement", "MovingAverageState", "StatefulEstimator", "Statistics", "gumbel_softmax", "measure",
-    "measure_valued", "moving_average_baseline", "pathwise", "score_function",
-    "score_function_control_variate", "score_function_loo", "straight_through_gumbel",
+    "Measurement",
+    "MovingAverageState",
+    "StatefulEstimator",
+    "Statistics",
+    "gumbel_softmax",
+    "measure",
+    "measure_valued",
+    "moving_average_baseline",
+    "pathwise",
+    "score_function",
+    "score_function_control_variate",
+    "score_function_loo",
+    "straight_through_gumbel",
 ]

@@ -25,9 +25,7 @@ def _relaxation(dist, temperature: float, straight_through: bool):
         return RelaxedOneHotCategorical(temperature, dist.logits, straight_through=straight_through)
     if isinstance(dist, Bernoulli):
         return RelaxedBernoulli(temperature, dist.logits, straight_through=straight_through)
-    raise TypeError(
-        f"relaxed estimators need a OneHotCategorical or Bernoulli from dist_fn, got {type(dist).__name__}"
-    )
+    raise TypeError(f"relaxed estimators need a OneHotCategorical or Bernoulli from dist_fn, got {type(dist).__name__}")
 
 
 def _relaxed(f, dist_fn, params, key, num_samples: int, temperature: float, straight_through: bool):

@@ -54,22 +54,37 @@ def normal_params(mu: float = 1.0, sigma: float = 1.0) -> NormalParams:
 
 def quadratic(k: float | Array = 1.0, mu: float = 1.0, sigma: float = 1.0) -> Problem:
     """`E_{N(mu, sigma^2)}[(z - k)^2] = (mu - k)^2 + sigma^2`."""
-    return Problem("quadratic", lambda z: jnp.square(z - k), normal_dist, normal_params(mu, sigma),
-                   lambda p: jnp.square(p.mu - k) + jnp.square(p.sigma))
+    return Problem(
+        "quadratic",
+        lambda z: jnp.square(z - k),
+        normal_dist,
+        normal_params(mu, sigma),
+        lambda p: jnp.square(p.mu - k) + jnp.square(p.sigma),
+    )
 
 
 def exponential(mu: float = 1.0, sigma: float = 1.0) -> Problem:
     """`E_{N(mu, sigma^2)}[exp(z)] = exp(mu + sigma^2 / 2)`."""
-    return Problem("exponential", jnp.exp, normal_dist, normal_params(mu, sigma),
-                   lambda p: jnp.exp(p.mu + 0.5 * jnp.square(p.sigma)))
+    return Problem(
+        "exponential",
+        jnp.exp,
+        normal_dist,
+        normal_params(mu, sigma),
+        lambda p: jnp.exp(p.mu + 0.5 * jnp.square(p.sigma)),
+    )
 
 
 def cosine(omega: float | Array = 1.0, mu: float = 1.0, sigma: float = 1.0) -> Problem:
     """`E_{N(mu, sigma^2)}[cos(omega z)] = cos(omega mu) exp(-omega^2 sigma^2 / 2)`. At high
     frequency the pathwise estimator's variance grows like omega^2 and can lose to the score
     function (Mohamed et al. 2020, Fig. 3)."""
-    return Problem("cosine", lambda z: jnp.cos(omega * z), normal_dist, normal_params(mu, sigma),
-                   lambda p: jnp.cos(omega * p.mu) * jnp.exp(-0.5 * jnp.square(omega * p.sigma)))
+    return Problem(
+        "cosine",
+        lambda z: jnp.cos(omega * z),
+        normal_dist,
+        normal_params(mu, sigma),
+        lambda p: jnp.cos(omega * p.mu) * jnp.exp(-0.5 * jnp.square(omega * p.sigma)),
+    )
 
 
 def categorical(target: Array | None = None, logits: Array | None = None) -> Problem:
@@ -78,8 +93,7 @@ def categorical(target: Array | None = None, logits: Array | None = None) -> Pro
     logits = jnp.zeros_like(target) if logits is None else jnp.asarray(logits)
     f = lambda x: jnp.sum(jnp.square(x - target))
     eye = jnp.eye(target.shape[-1], dtype=target.dtype)
-    return Problem("categorical", f, OneHotCategorical, logits,
-                   lambda l: jnp.sum(jax.nn.softmax(l) * jax.vmap(f)(eye)))
+    return Problem("categorical", f, OneHotCategorical, logits, lambda l: jnp.sum(jax.nn.softmax(l) * jax.vmap(f)(eye)))
 
 
 def bernoulli(target: float | Array = 0.45, dim: int = 3, logits: Array | None = None) -> Problem:
@@ -112,8 +126,13 @@ def vae_quadratic(dim: int = 4, seed: int = 0) -> Problem:
     target = a @ x
     params = EncoderParams(jnp.asarray(rng.normal(size=(dim, dim)) * 0.3), jnp.zeros(dim), jnp.full(dim, -0.5))
     dist_fn = lambda p: Independent(Normal(p.weight @ x + p.bias, jnp.exp(p.log_sigma)), 1)
-    return Problem("vae", lambda z: jnp.sum(jnp.square(z - target)), dist_fn, params,
-                   lambda p: jnp.sum(jnp.square(p.weight @ x + p.bias - target)) + jnp.sum(jnp.exp(2 * p.log_sigma)))
+    return Problem(
+        "vae",
+        lambda z: jnp.sum(jnp.square(z - target)),
+        dist_fn,
+        params,
+        lambda p: jnp.sum(jnp.square(p.weight @ x + p.bias - target)) + jnp.sum(jnp.exp(2 * p.log_sigma)),
+    )
 
 
 def quadratic_variance(k: float, mu: float = 1.0, sigma: float = 1.0, num_samples: int = 1) -> dict[str, NormalParams]:
@@ -127,6 +146,8 @@ def quadratic_variance(k: float, mu: float = 1.0, sigma: float = 1.0, num_sample
     n = num_samples
     return {
         "pathwise": NormalParams(4 * s2 / n, (4 * d2 + 8 * s2) / n),
-        "score": NormalParams(((d2**2 + 18 * d2 * s2 + 15 * s2**2) / s2 - 4 * d2) / n,
-                              ((2 * d2**2 + 60 * d2 * s2 + 78 * s2**2) / s2 - 4 * s2) / n),
+        "score": NormalParams(
+            ((d2**2 + 18 * d2 * s2 + 15 * s2**2) / s2 - 4 * d2) / n,
+            ((2 * d2**2 + 60 * d2 * s2 + 78 * s2**2) / s2 - 4 * s2) / n,
+        ),
     }

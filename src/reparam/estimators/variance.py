@@ -44,6 +44,7 @@ def repeated_estimates(estimator, f, dist_fn, params, key: PRNGKeyArray, num_rep
     `StatefulEstimator` runs its repeats in sequence (`lax.scan`), carrying its state."""
     keys = jax.random.split(key, num_repeats)
     if isinstance(estimator, StatefulEstimator):
+
         def step(state, k):
             grads, state = estimator.step(f, dist_fn, params, k, num_samples, state)
             return state, grads
@@ -70,8 +71,14 @@ def reference_gradient(problem: Problem, params: PyTree, key: PRNGKeyArray) -> t
     return grads, f"pathwise reference ({REFERENCE_SAMPLES:,} samples)"
 
 
-def measure(estimator: Callable | StatefulEstimator, problem: Problem, params: PyTree, key: PRNGKeyArray,
-            num_repeats: int, num_samples: int) -> Measurement:
+def measure(
+    estimator: Callable | StatefulEstimator,
+    problem: Problem,
+    params: PyTree,
+    key: PRNGKeyArray,
+    num_repeats: int,
+    num_samples: int,
+) -> Measurement:
     """Run `estimator` `num_repeats` times with `num_samples` samples each and summarise."""
     if num_repeats < 2:
         raise ValueError(f"measure needs num_repeats >= 2 to estimate a variance, got {num_repeats}")

@@ -58,6 +58,7 @@ class Agent(NamedTuple):
 
 # --- what both loops share --------------------------------------------------------------------------
 
+
 def uniform_action(key: PRNGKeyArray, bounds: ActionBounds, batch_shape: tuple[int, ...] = ()) -> Array:
     """The warm-up action: uniform in `[low, high]`, float32 `batch_shape + (action_dim,)`."""
     return jax.random.uniform(key, tuple(batch_shape) + bounds.low.shape, jnp.float32, bounds.low, bounds.high)
@@ -84,6 +85,7 @@ def training_metrics(agent: Agent, learn_calls, metrics: dict) -> dict[str, floa
 
 
 # --- SAC ------------------------------------------------------------------------------------------------
+
 
 class SACParams(NamedTuple):
     """SAC's agent as arrays: `SACState`'s array half (networks, temperature, optimizer states,

@@ -84,8 +84,14 @@ def make_train(agent: Agent, env_name: str, spec: RunSpec) -> CompiledRun:
         raise ValueError(f"eval_episodes must be >= 1, got {spec.eval_episodes}")
     jenv = make_jax_env(env_name)
     capacity = min(agent.buffer_size, spec.total_steps)  # never more rows than the run can fill
-    return CompiledRun(functools.partial(_init, agent, jenv, capacity), functools.partial(_advance, agent, jenv, spec),
-                       functools.partial(_train, agent, jenv, spec, capacity), agent, jenv, spec)
+    return CompiledRun(
+        functools.partial(_init, agent, jenv, capacity),
+        functools.partial(_advance, agent, jenv, spec),
+        functools.partial(_train, agent, jenv, spec, capacity),
+        agent,
+        jenv,
+        spec,
+    )
 
 
 def _init(agent: Agent, jenv: JaxEnv, capacity: int, key: PRNGKeyArray) -> Carry:
@@ -116,14 +122,16 @@ def _env_step(agent: Agent, jenv: JaxEnv, carry: Carry, step_and_key: tuple[Arra
     return Carry(params, buffer, env_state, obs.astype(jnp.float32), last, calls), None
 
 
-def _advance(agent: Agent, jenv: JaxEnv, spec: RunSpec, carry: Carry, key: PRNGKeyArray,
-             chunk: Array) -> tuple[Carry, dict]:
+def _advance(
+    agent: Agent, jenv: JaxEnv, spec: RunSpec, carry: Carry, key: PRNGKeyArray, chunk: Array
+) -> tuple[Carry, dict]:
     """Chunk `chunk` (0-based, shared by all seeds: vmap with `in_axes=None` for it): steps
     `chunk * eval_every + 1 ... (chunk + 1) * eval_every`, then an evaluation."""
     k_steps, k_eval = jax.random.split(key)
     steps = chunk * spec.eval_every + 1 + jnp.arange(spec.eval_every, dtype=jnp.int32)
-    carry, _ = jax.lax.scan(functools.partial(_env_step, agent, jenv), carry,
-                            (steps, jax.random.split(k_steps, spec.eval_every)))
+    carry, _ = jax.lax.scan(
+        functools.partial(_env_step, agent, jenv), carry, (steps, jax.random.split(k_steps, spec.eval_every))
+    )
     act = functools.partial(agent.act, agent.policy(carry.params))
     eval_return = evaluate_jax(act, jenv, k_eval, spec.eval_episodes)
     return carry, dict(step=steps[-1], eval_return=eval_return, learn_calls=carry.learn_calls, **carry.last)

@@ -20,8 +20,10 @@ from jaxtyping import Array
 
 JAX_ENVS = ("gymnax:Pendulum-v1", "gymnax:MountainCarContinuous-v0")
 GYM_EXAMPLES = ("Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5")
-ALLOWED = (f"supported: {', '.join(JAX_ENVS)}, brax:<name> (optional extra), or a continuous-action Gymnasium id "
-           f"such as {', '.join(GYM_EXAMPLES)}")
+ALLOWED = (
+    f"supported: {', '.join(JAX_ENVS)}, brax:<name> (optional extra), or a continuous-action Gymnasium id "
+    f"such as {', '.join(GYM_EXAMPLES)}"
+)
 BRAX_EPISODE_LENGTH = 1000
 """Brax environments have no time limit of their own; episodes are truncated here (bootstrapped)."""
 
@@ -34,6 +36,7 @@ class ActionBounds(NamedTuple):
 
 
 # --- names --------------------------------------------------------------------------------------
+
 
 def is_jax_env(name: str) -> bool:
     """Whether `name` runs in the compiled loop (a JAX-native environment)."""
@@ -74,11 +77,13 @@ def env_spec(name: str) -> tuple[int, ActionBounds]:
 
 def _bounds(low, high) -> ActionBounds:
     shape = np.shape(low) or (1,)
-    return ActionBounds(jnp.broadcast_to(jnp.asarray(low, jnp.float32), shape),
-                        jnp.broadcast_to(jnp.asarray(high, jnp.float32), shape))
+    return ActionBounds(
+        jnp.broadcast_to(jnp.asarray(low, jnp.float32), shape), jnp.broadcast_to(jnp.asarray(high, jnp.float32), shape)
+    )
 
 
 # --- JAX-native ---------------------------------------------------------------------------------
+
 
 class JaxEnv(NamedTuple):
     """A functional environment with its parameters and the facts the learner needs.
@@ -154,11 +159,17 @@ def _brax_envs(env_name: str):
 def _make_brax_env(env_name: str) -> JaxEnv:
     env = _brax_envs(env_name).get_environment(env_name)
     ones = jnp.ones(env.action_size, jnp.float32)
-    return JaxEnv(BraxAsGymnax(env, BRAX_EPISODE_LENGTH), None, int(env.observation_size),
-                  ActionBounds(-ones, ones), BRAX_EPISODE_LENGTH)
+    return JaxEnv(
+        BraxAsGymnax(env, BRAX_EPISODE_LENGTH),
+        None,
+        int(env.observation_size),
+        ActionBounds(-ones, ones),
+        BRAX_EPISODE_LENGTH,
+    )
 
 
 # --- Gymnasium ----------------------------------------------------------------------------------
+
 
 def make_gym_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, np.ndarray]:
     """`num_envs` copies of `gymnasium.make(env_id)` in a `SyncVectorEnv` with same-step autoreset
@@ -171,8 +182,9 @@ def make_gym_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.Vect
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     check_env_name(env_id)
-    env = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    env = gym.vector.SyncVectorEnv(
+        [lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
     try:
         check_spaces(env_id, env.single_observation_space, env.single_action_space)
     except ValueError:

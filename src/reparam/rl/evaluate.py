@@ -28,7 +28,8 @@ def evaluate_jax(act: Callable[[Array], Array], jenv: JaxEnv, key: PRNGKeyArray,
     def step(carry, k):
         obs, state, total, alive = carry
         obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(k, episodes), state, act(obs), params)
+            jax.random.split(k, episodes), state, act(obs), params
+        )
         total = total + alive * reward
         alive = alive * (1.0 - jnp.logical_or(terminated, truncated).astype(jnp.float32))
         return (obs, state, total, alive), None

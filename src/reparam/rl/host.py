@@ -114,6 +114,7 @@ class Kernels(NamedTuple):
 def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
     """Compile `agent`'s calls for one environment's sizes and bounds (on first use; loops with any
     number of environments can share them)."""
+
     def warm_up(obs, key):
         key, sub = jax.random.split(key)
         return uniform_action(sub, bounds, obs.shape[:-1]), key
@@ -130,9 +131,14 @@ def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
         params, metrics = agent.learn(params, buffer, sub)
         return params, metrics, key
 
-    return Kernels(init=jax.jit(lambda key: agent.init(key, obs_dim, bounds)), warm_up=jax.jit(warm_up),
-                   explore=jax.jit(explore), act=jax.jit(agent.act), record=jax.jit(record, donate_argnums=0),
-                   learn=jax.jit(learn, donate_argnums=(0, 2)))
+    return Kernels(
+        init=jax.jit(lambda key: agent.init(key, obs_dim, bounds)),
+        warm_up=jax.jit(warm_up),
+        explore=jax.jit(explore),
+        act=jax.jit(agent.act),
+        record=jax.jit(record, donate_argnums=0),
+        learn=jax.jit(learn, donate_argnums=(0, 2)),
+    )
 
 
 class HostLoop(NamedTuple):
@@ -161,16 +167,23 @@ class HostLoop(NamedTuple):
         params = self.kernels.init(k_init)
         action = np.zeros(train.single_action_space.shape, np.float32)
         buffer = init_buffer(Transition(obs[0], action, np.float32(0), obs[0], np.float32(0)), self.capacity)
-        last = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
-                            jax.eval_shape(self.kernels.learn, params, buffer, key)[1])
+        last = jax.tree.map(
+            lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(self.kernels.learn, params, buffer, key)[1]
+        )
         return HostState(HostEnvs(train, evaluation), seed, params, buffer, key, obs, 0, 0, last, np.zeros(n), Tally())
 
     def run_to(self, state: HostState, vector_step: int) -> HostState:
         """Vector steps `state.vector_step + 1 ... vector_step`, no evaluation (`advance` is `run_to`
         the chunk's end, then the evaluation); for callers that time or inspect single steps."""
         agent, kernels, n = self.agent, self.kernels, self.num_envs
-        params, buffer, key, obs, learn_calls, last = (state.params, state.buffer, state.key, state.obs,
-                                                      state.learn_calls, state.last)
+        params, buffer, key, obs, learn_calls, last = (
+            state.params,
+            state.buffer,
+            state.key,
+            state.obs,
+            state.learn_calls,
+            state.last,
+        )
         policy, episode_return, tally = agent.policy(params), state.episode_return.copy(), state.tally
         finished, compiled = list(tally.returns), set(tally.compiled)
         for t in range(state.vector_step + 1, vector_step + 1):
@@ -191,17 +204,26 @@ class HostLoop(NamedTuple):
                 seconds = time.perf_counter() - begun
                 tally = tally._replace(steps=tally.steps + n, seconds=tally.seconds + seconds)
                 if not warm:
-                    tally = tally._replace(train_steps=tally.train_steps + n,
-                                           train_seconds=tally.train_seconds + seconds)
+                    tally = tally._replace(
+                        train_steps=tally.train_steps + n, train_seconds=tally.train_seconds + seconds
+                    )
             compiled |= calls
             episode_return += reward
             done = np.logical_or(terminated, truncated)
             finished.extend(episode_return[done].tolist())
             episode_return[done] = 0.0
         tally = tally._replace(returns=tuple(finished), compiled=frozenset(compiled))
-        return state._replace(params=params, buffer=buffer, key=key, obs=obs,
-                              vector_step=max(vector_step, state.vector_step), learn_calls=learn_calls, last=last,
-                              episode_return=episode_return, tally=tally)
+        return state._replace(
+            params=params,
+            buffer=buffer,
+            key=key,
+            obs=obs,
+            vector_step=max(vector_step, state.vector_step),
+            learn_calls=learn_calls,
+            last=last,
+            episode_return=episode_return,
+            tally=tally,
+        )
 
     def advance(self, state: HostState, chunk: int) -> tuple[HostState, dict]:
         """Chunk `chunk` (0-based): the vector steps up to `ends[chunk]`, then `eval_episodes`
@@ -212,8 +234,9 @@ class HostLoop(NamedTuple):
         the agent's metrics (`agent.metric_names`, of the latest `learn` call) once it has learned."""
         first, end = (self.ends[chunk - 1] if chunk else 0), self.ends[chunk]
         if not first <= state.vector_step <= end:
-            raise ValueError(f"host loop: chunk {chunk} covers vector steps {first + 1}-{end}; the state is at "
-                             f"{state.vector_step}")
+            raise ValueError(
+                f"host loop: chunk {chunk} covers vector steps {first + 1}-{end}; the state is at {state.vector_step}"
+            )
         state = self.run_to(state, end)
         returns = evaluate_gym(functools.partial(self.kernels.act, self.agent.policy(state.params)), state.envs.eval)
         tally = state.tally
@@ -230,8 +253,15 @@ class HostLoop(NamedTuple):
     def saved(self, state: HostState) -> HostSaved:
         """The arrays a checkpoint holds (read them before the next `advance`: it donates them)."""
         i32 = lambda x: jnp.asarray(x, jnp.int32)
-        return HostSaved(state.params, state.buffer, jax.random.key_data(state.key), i32(state.seed),
-                         i32(state.vector_step), i32(state.learn_calls), state.last)
+        return HostSaved(
+            state.params,
+            state.buffer,
+            jax.random.key_data(state.key),
+            i32(state.seed),
+            i32(state.vector_step),
+            i32(state.learn_calls),
+            state.last,
+        )
 
     def restored(self, state: HostState, saved: HostSaved) -> HostState:
         """`state` (fresh, any seed: its environments are reused) continuing from `saved`: its
@@ -241,10 +271,18 @@ class HostLoop(NamedTuple):
         state.envs.eval.reset(seed=EVAL_SEED_OFFSET + seed * self.eval_episodes)
         own = lambda tree: jax.tree.map(lambda x: jnp.array(x, copy=True), tree)  # donatable copies
         key = jax.random.wrap_key_data(jnp.asarray(saved.key_data))
-        return state._replace(seed=seed, params=own(saved.params), buffer=own(saved.buffer), key=key,
-                              obs=np.asarray(obs, np.float32),
-                              vector_step=t, learn_calls=int(saved.learn_calls), last=own(saved.last),
-                              episode_return=np.zeros(n), tally=Tally())
+        return state._replace(
+            seed=seed,
+            params=own(saved.params),
+            buffer=own(saved.buffer),
+            key=key,
+            obs=np.asarray(obs, np.float32),
+            vector_step=t,
+            learn_calls=int(saved.learn_calls),
+            last=own(saved.last),
+            episode_return=np.zeros(n),
+            tally=Tally(),
+        )
 
     def close(self, state: HostState) -> None:
         """Close the state's environments."""
@@ -252,13 +290,15 @@ class HostLoop(NamedTuple):
         state.envs.eval.close()
 
 
-def make_host_loop(agent: Agent, env_id: str, *, total_steps: int, num_envs: int = 1, eval_every: int = 10_000,
-                   eval_episodes: int = 10) -> HostLoop:
+def make_host_loop(
+    agent: Agent, env_id: str, *, total_steps: int, num_envs: int = 1, eval_every: int = 10_000, eval_episodes: int = 10
+) -> HostLoop:
     """A host-loop run of `agent` on the Gymnasium id `env_id` for `total_steps` environment steps
     (rounded up to whole vector steps), evaluated every `eval_every` steps and at the end. One-line
     ValueErrors for bad sizes, unknown ids and spaces SAC cannot use."""
-    for name, value in dict(total_steps=total_steps, num_envs=num_envs, eval_every=eval_every,
-                            eval_episodes=eval_episodes).items():
+    for name, value in dict(
+        total_steps=total_steps, num_envs=num_envs, eval_every=eval_every, eval_episodes=eval_episodes
+    ).items():
         if value < 1:
             raise ValueError(f"host loop: {name} must be >= 1, got {value}")
     obs_dim, bounds = env_spec(env_id)

@@ -70,16 +70,12 @@ def init_buffer(example: Transition, capacity: int) -> ReplayBuffer:
     try:
         capacity = operator.index(capacity)
     except TypeError:
-        raise TypeError(
-            f"init_buffer: capacity must be an int, got {capacity!r}; write int({capacity!r})."
-        ) from None
+        raise TypeError(f"init_buffer: capacity must be an int, got {capacity!r}; write int({capacity!r}).") from None
     if capacity < 1:
         raise ValueError(f"init_buffer: capacity must be at least 1, got {capacity}.")
     if capacity > np.iinfo(np.int32).max // 2:
         raise ValueError(f"init_buffer: capacity {capacity} overflows the int32 write index.")
-    data = jax.tree.map(
-        lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.result_type(x)), example
-    )
+    data = jax.tree.map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.result_type(x)), example)
     # Two arrays, not one: a donated buffer must not hold the same array twice.
     position, size = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
     return ReplayBuffer(data=data, position=position, size=size)
@@ -104,6 +100,7 @@ def add_batch(buffer: ReplayBuffer, transitions: Transition) -> ReplayBuffer:
             "add it in chunks of at most capacity, or make the buffer larger."
         )
     rows = (buffer.position + jnp.arange(k, dtype=jnp.int32)) % capacity
+
     # k <= capacity, so the rows are distinct (any scatter order is right) and all in bounds.
     def write(d: Array, x: ArrayLike) -> Array:
         return d.at[rows].set(_cast(x, d.dtype), unique_indices=True, mode="promise_in_bounds")
@@ -132,9 +129,7 @@ def sample(buffer: ReplayBuffer, key: Array, batch_size: int) -> Transition:
 def _batch_size(data: Transition, transitions: Transition) -> int:
     """The common leading dimension `k` of `transitions`; raise if a field's row shape is wrong."""
     sizes = set()
-    for (path, d), x in zip(
-        jax.tree_util.tree_leaves_with_path(data), jax.tree.leaves(transitions), strict=True
-    ):
+    for (path, d), x in zip(jax.tree_util.tree_leaves_with_path(data), jax.tree.leaves(transitions), strict=True):
         shape = jnp.shape(x)
         if not shape or shape[1:] != d.shape[1:]:
             raise ValueError(

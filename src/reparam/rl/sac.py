@@ -68,8 +68,10 @@ class SACConfig:
             (0 <= self.gamma <= 1, f"gamma must be in [0, 1], got {self.gamma}"),
             (0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.buffer_size >= self.batch_size,
-             f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})"),
+            (
+                self.buffer_size >= self.batch_size,
+                f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})",
+            ),
             (self.learning_starts >= 0, f"learning_starts must be >= 0, got {self.learning_starts}"),
             (self.train_freq >= 1 and self.gradient_steps >= 1, "train_freq and gradient_steps must be >= 1"),
             (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
@@ -128,8 +130,13 @@ class TwinCritic(eqx.Module):
 
 
 def critic_target(
-    actor: Actor, target_critic: TwinCritic, log_alpha: Array, batch: Transition, bounds: ActionBounds,
-    key: PRNGKeyArray, gamma: float,
+    actor: Actor,
+    target_critic: TwinCritic,
+    log_alpha: Array,
+    batch: Transition,
+    bounds: ActionBounds,
+    key: PRNGKeyArray,
+    gamma: float,
 ) -> Array:
     """`y = r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))`, `a' ~ pi(.|s')`.
 
@@ -192,11 +199,14 @@ def init_sac(key: PRNGKeyArray, obs_dim: int, action_dim: int, config: SACConfig
     opt = optimizer(config)
     return SACState(
         # The target starts equal to the critic but owns its arrays (a donated update needs that).
-        actor=actor, critic=critic,
+        actor=actor,
+        critic=critic,
         target_critic=jax.tree_util.tree_map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, critic),
         log_alpha=log_alpha,
-        actor_opt=opt.init(eqx.filter(actor, eqx.is_array)), critic_opt=opt.init(eqx.filter(critic, eqx.is_array)),
-        alpha_opt=opt.init(log_alpha), gradient_steps=jnp.zeros((), jnp.int32),
+        actor_opt=opt.init(eqx.filter(actor, eqx.is_array)),
+        critic_opt=opt.init(eqx.filter(critic, eqx.is_array)),
+        alpha_opt=opt.init(log_alpha),
+        gradient_steps=jnp.zeros((), jnp.int32),
     )
 
 
@@ -233,8 +243,9 @@ def update(
     tau = jnp.where(steps % config.target_update_interval == 0, config.tau, 0.0)
     target_critic = polyak(state.target_critic, critic, tau)
     new_state = SACState(actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt, steps)
-    metrics = dict(critic_loss=q_loss, actor_loss=pi_loss, alpha=jnp.exp(log_alpha), entropy=-mean_log_prob,
-                   q_target=jnp.mean(y))
+    metrics = dict(
+        critic_loss=q_loss, actor_loss=pi_loss, alpha=jnp.exp(log_alpha), entropy=-mean_log_prob, q_target=jnp.mean(y)
+    )
     return new_state, {name: metrics[name] for name in METRICS}
 
 
@@ -253,8 +264,9 @@ def gradient_steps(
 
     def one(params, k):
         k_batch, k_update = jax.random.split(k)
-        new, metrics = update(eqx.combine(params, static), sample(buffer, k_batch, config.batch_size), k_update,
-                              config, bounds)
+        new, metrics = update(
+            eqx.combine(params, static), sample(buffer, k_batch, config.batch_size), k_update, config, bounds
+        )
         return eqx.filter(new, eqx.is_array), metrics
 
     params, metrics = jax.lax.scan(one, params, jax.random.split(key, config.gradient_steps))
