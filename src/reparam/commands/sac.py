@@ -108,6 +108,7 @@ def main(config: SACCommand, console: Console | None = None, *, stop_after: int 
 
 
 def compiled_job(config: SACCommand) -> Job:
+    """The compiled loop as a run-layer job: all seeds at once, one chunk = `eval_every` steps."""
     run, init, advance = compiled_program(
         config.sac, config.env, RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
     )
@@ -146,6 +147,7 @@ class Seeds(NamedTuple):
 
 
 def host_job(config: SACCommand) -> Job:
+    """The Gymnasium host loop as a run-layer job: seed after seed, the chunk index spanning them."""
     loop = host_program(
         config.sac, config.env, config.total_steps, config.num_envs, config.eval_every, config.eval_episodes
     )

@@ -67,6 +67,7 @@ class CategoricalVAE(eqx.Module):
         return Independent(relaxed, 1)
 
     def prior(self) -> Independent:
+        """p(z): N independent uniform categoricals over K one-hot codes, event `(N, K)`."""
         return Independent(OneHotCategorical(jnp.zeros((self.num_latents, self.num_categories), jnp.float32)), 1)
 
     def likelihood(self, z: Array) -> Independent:

@@ -94,9 +94,11 @@ class GaussianVAE(eqx.Module):
         return MultivariateNormalDiag(mu, positive(raw), validate=False)
 
     def prior(self) -> MultivariateNormalDiag:
+        """p(z) = N(0, I), batch `()`, event `(latent_dim,)`."""
         return MultivariateNormalDiag(jnp.zeros(self.latent_dim, jnp.float32), jnp.ones(self.latent_dim, jnp.float32))
 
     def likelihood(self, z: Array) -> Independent:
+        """z `(..., latent_dim)` -> p(x | z) with batch `(...)` and event `(D,)` (the decoder)."""
         return self.decoder(z)
 
 

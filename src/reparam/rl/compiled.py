@@ -37,6 +37,7 @@ class RunSpec(NamedTuple):
 
     @property
     def num_evals(self) -> int:
+        """Evaluations (chunks) of the run: `total_steps // eval_every`."""
         return self.total_steps // self.eval_every
 
 

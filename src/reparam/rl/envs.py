@@ -129,10 +129,12 @@ class BraxAsGymnax:
         self.brax_env, self.episode_length = env, episode_length
 
     def reset(self, key: jax.Array, params: Any = None) -> tuple[jax.Array, BraxState]:
+        """A fresh episode: `(obs, state)` at time 0."""
         state = self.brax_env.reset(key)
         return state.obs, BraxState(state, jnp.zeros((), jnp.int32))
 
     def step(self, key: jax.Array, state: BraxState, action: jax.Array, params: Any = None):
+        """gymnax's step: `(obs, state, reward, terminated, truncated, info)`, same-step autoreset."""
         after = self.brax_env.step(state.brax, action)
         time = state.time + 1
         terminated = jnp.asarray(after.done) > 0

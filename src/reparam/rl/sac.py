@@ -188,10 +188,13 @@ class SACState(eqx.Module):
 
 
 def optimizer(config: SACConfig) -> optax.GradientTransformation:
+    """Adam at `config.learning_rate`, shared by actor, critics and temperature (separate states)."""
     return optax.adam(config.learning_rate)
 
 
 def init_sac(key: PRNGKeyArray, obs_dim: int, action_dim: int, config: SACConfig) -> SACState:
+    """A fresh agent: actor, twin critic, its target (a copy owning its arrays), `log alpha = log
+    init_alpha`, the three optimizer states and a zero step count."""
     k_actor, k_critic = jax.random.split(key)
     actor = Actor(obs_dim, action_dim, config, key=k_actor)
     critic = TwinCritic(obs_dim, action_dim, config, key=k_critic)
