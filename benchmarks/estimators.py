@@ -18,25 +18,15 @@ import jax
 import numpy as np
 
 import common
-from reparam.estimators import (
-    measure,
-    measure_valued,
-    moving_average_baseline,
-    pathwise,
-    score_function,
-    score_function_control_variate,
-    score_function_loo,
-)
+from reparam.estimators import measure
 from reparam.estimators import problems as P
+from reparam.estimators.sweep import estimator_by_name
 
 ESTIMATORS = {
-    "pathwise": pathwise,
-    "measure-valued": measure_valued,
-    "score": score_function,
-    "score-ma": moving_average_baseline(0.9),
-    "score-rloo": score_function_loo,
-    "score-cv": score_function_control_variate,
+    name: estimator_by_name(name)
+    for name in ("pathwise", "measure-valued", "score", "score-ma", "score-rloo", "score-cv")
 }
+"""Every estimator that applies to a Normal, by its `reparam estimators` name."""
 POINTS = [
     ("quadratic k=0", P.quadratic(0.0, 1.0, 1.0)),
     ("quadratic k=3", P.quadratic(3.0, 1.0, 1.0)),
