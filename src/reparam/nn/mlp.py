@@ -1,5 +1,4 @@
-"""Neural-network building blocks shared by every model: one MLP builder and one way to map a
-per-example network over leading axes.
+"""The one MLP builder and one way to map a per-example network over leading axes.
 
     net = mlp(4, 2, (64, 64), activation=jax.nn.relu, key=key)   # R^4 -> R^2
     y = over_leading_axes(net, x)                                 # x (..., 4) -> y (..., 2)
