@@ -1,5 +1,6 @@
 """Data: image datasets as flat grey levels in [0, 1], binarization, grey levels and dequantization,
-2-D toy densities, and on-device epoch batches of pytrees."""
+2-D toy densities, on-device epoch batches of pytrees, and train/test tables for Bayesian neural
+networks (regression and classification, standardised, with out-of-distribution inputs)."""
 
 from .batching import (
     DIGITS_LEVELS,
@@ -13,11 +14,14 @@ from .batching import (
     requantize,
 )
 from .images import Dataset, digits_split, load_dataset, load_digits, load_mnist, read_idx
+from .tables import NUM_SPLITS, TABLES, Table, load_table, original_x, original_y, toy_grid
 from .toys import TOY_ENTROPY, TOYS, sample_toy, toy_log_prob
 
 __all__ = [
     "DIGITS_LEVELS",
     "Dataset",
+    "NUM_SPLITS",
+    "TABLES",
     "TOYS",
     "TOY_ENTROPY",
     "binarize_dynamic",
@@ -30,9 +34,14 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_table",
     "num_examples",
+    "original_x",
+    "original_y",
     "read_idx",
     "requantize",
     "sample_toy",
+    "Table",
+    "toy_grid",
     "toy_log_prob",
 ]
