@@ -16,6 +16,7 @@ from .laplace import Laplace
 from .location_scale import LocationScale
 from .logistic import Logistic
 from .lognormal import LogNormal
+from .mixture import ScaleMixtureNormal
 from .multivariate_normal import MultivariateNormal, MultivariateNormalDiag
 from .normal import Normal
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical, hard_forward_soft_gradient
@@ -43,6 +44,7 @@ __all__ = [
     "OneHotCategorical",
     "RelaxedBernoulli",
     "RelaxedOneHotCategorical",
+    "ScaleMixtureNormal",
     "TanhNormal",
     "Transformed",
     "Uniform",
