@@ -10,11 +10,12 @@ import pytest
 
 from reparam import runs
 from reparam.cli import COMMANDS, main
+from reparam.commands.bnn import BNNCommand
 from reparam.commands.estimators import EstimatorsCommand
 from reparam.commands.sac import SACCommand
 from reparam.commands.vae import VAECommand
 
-FOLDER_OF = {"sac": SACCommand, "vae": VAECommand, "estimators": EstimatorsCommand}
+FOLDER_OF = {"sac": SACCommand, "vae": VAECommand, "estimators": EstimatorsCommand, "bnn": BNNCommand}
 
 
 def test_help_lists_every_command():
@@ -24,8 +25,8 @@ def test_help_lists_every_command():
         assert name in proc.stdout
 
 
-@pytest.mark.parametrize("reader", ["sac", "vae", "estimators", "evaluate"])
-@pytest.mark.parametrize("writer", ["sac", "vae", "estimators"])
+@pytest.mark.parametrize("reader", ["sac", "vae", "estimators", "bnn", "evaluate"])
+@pytest.mark.parametrize("writer", ["sac", "vae", "estimators", "bnn"])
 def test_a_foreign_run_folder_is_a_one_line_error(tmp_path, capsys, reader, writer):
     if reader == writer or (reader, writer) == ("evaluate", "sac"):
         pytest.skip("a command reads its own folders (evaluate reads sac's)")
@@ -39,7 +40,7 @@ def test_a_foreign_run_folder_is_a_one_line_error(tmp_path, capsys, reader, writ
     assert said.count("\n") == 1 and "Traceback" not in said
 
 
-@pytest.mark.parametrize("reader", ["sac", "vae", "estimators", "evaluate"])
+@pytest.mark.parametrize("reader", ["sac", "vae", "estimators", "bnn", "evaluate"])
 def test_an_empty_folder_is_not_a_run(tmp_path, capsys, reader):
     args = ["evaluate", str(tmp_path)] if reader == "evaluate" else [reader, "--resume", str(tmp_path)]
     assert main(args) == 2
@@ -50,7 +51,8 @@ def test_option_names_agree_across_commands():
     """One spelling per idea: the options several commands share have the same names."""
     fields = {name: set(spec[0].__dataclass_fields__) for name, spec in COMMANDS.items()}
     for common in ("seed", "out", "resume"):
-        assert all(common in fields[name] for name in ("sac", "vae", "estimators")), common
-    assert "tensorboard" in fields["sac"] and "tensorboard" in fields["vae"]
+        assert all(common in fields[name] for name in ("sac", "vae", "estimators", "bnn")), common
+    assert all("tensorboard" in fields[name] for name in ("sac", "vae", "bnn"))
+    assert {"learning_rate", "hidden_sizes", "batch_size", "epochs"} <= fields["vae"] & fields["bnn"]
     sac_flags = set(SACCommand().sac.__dataclass_fields__)
     assert {"learning_rate", "hidden_sizes", "batch_size"} <= sac_flags & fields["vae"]

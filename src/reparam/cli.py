@@ -8,13 +8,14 @@ from collections.abc import Callable
 import tyro
 from rich.console import Console
 
-from .commands import estimators, evaluate, sac, vae
+from .commands import bnn, estimators, evaluate, sac, vae
 
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "sac": (sac.SACCommand, sac.main),
     "evaluate": (evaluate.EvaluateCommand, evaluate.main),
     "estimators": (estimators.EstimatorsCommand, estimators.main),
     "vae": (vae.VAECommand, vae.main),
+    "bnn": (bnn.BNNCommand, bnn.main),
 }
 """name -> (config dataclass, `main(config, console)`); `reparam <name> --help` lists the options."""
 
