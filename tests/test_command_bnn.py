@@ -114,3 +114,25 @@ def test_csv_without_the_target_column(tmp_path, capsys):
     assert main(["bnn", "--dataset", f"csv:{tmp_path / 't.csv'}", "--target", "y", "--out", str(tmp_path / "x")]) == 2
     said = capsys.readouterr().out
     assert "'y'" in said and said.count("\n") == 1
+
+
+def test_mnist_files_train_all_ten_classes(tmp_path, capsys):
+    """`--dataset mnist:PATH` (Blundell et al.'s setting) on a tiny stand-in npz with MNIST's layout."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (80, 4, 4), dtype=np.uint8)
+    y = np.arange(80) % 10
+    np.savez(tmp_path / "m.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
+    rows = run(
+        BNNCommand(
+            dataset=f"mnist:{tmp_path / 'm.npz'}",
+            epochs=2,
+            eval_every=2,
+            samples=4,
+            variance_repeats=0,
+            out=tmp_path / "run",
+        )
+    )
+    assert 0.0 <= rows[-1]["test_accuracy"] <= 1.0 and "ood_auroc" not in rows[-1]
+    np.savez(tmp_path / "unlabelled.npz", x_train=x[:60], x_test=x[60:])
+    assert main(["bnn", "--dataset", f"mnist:{tmp_path / 'unlabelled.npz'}", "--out", str(tmp_path / "x")]) == 2
+    assert "needs labels 0..9" in capsys.readouterr().out

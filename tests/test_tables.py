@@ -286,7 +286,7 @@ def test_csv_folder_and_empty_path(tmp_path):
 @pytest.mark.parametrize(
     "name, kwargs, match",
     [
-        ("mnist", {}, r"unknown table 'mnist'; choose one of toy-cubic, toy-gap, diabetes, digits, or csv:PATH"),
+        ("mnist", {}, r"unknown table 'mnist'; choose one of toy-cubic, toy-gap, diabetes, digits, mnist:PATH"),
         ("diabetes", {"split": NUM_SPLITS}, r"split must be an integer in 0\.\.19"),
         ("diabetes", {"split": -1}, "split must be"),
         ("diabetes", {"split": True}, "split must be"),

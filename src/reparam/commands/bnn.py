@@ -37,7 +37,8 @@ class BNNCommand:
 
     dataset: str = "toy-cubic"
     """toy-cubic, toy-gap, diabetes (--split 0..19 of 20 random 90/10 splits), digits (classes 0-4;
-    the test images of 5-9 score out-of-distribution detection) or csv:PATH (with --target)."""
+    the test images of 5-9 score out-of-distribution detection), mnist:PATH (your MNIST IDX folder or
+    .npz: all 10 classes, Blundell et al.'s setting) or csv:PATH (with --target)."""
     task: Literal["regression", "classification"] | None = None
     """Implied by the built-in tables; for csv:PATH, regression unless given."""
     target: str | None = None
@@ -115,8 +116,10 @@ class BNNCommand:
             )
         if self.kl_warmup_epochs < 0 or self.variance_repeats < 0 or (self.weight_decay or 0) < 0:
             raise ValueError("--kl-warmup-epochs, --variance-repeats and --weight-decay must be >= 0")
-        if not (self.dataset in TABLES or self.dataset.startswith("csv:")):
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(TABLES)} or csv:PATH")
+        if not (self.dataset in TABLES or self.dataset.startswith(("csv:", "mnist:"))):
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; choose one of {', '.join(TABLES)}, mnist:PATH or csv:PATH"
+            )
 
     @property
     def bayesian(self) -> bool:

@@ -73,7 +73,7 @@ TABLES = ("toy-cubic", "toy-gap", "diabetes", "digits")
 TASKS = ("regression", "classification")
 NUM_SPLITS = 20
 TEST_FRACTION = 0.1
-USAGE = f"choose one of {', '.join(TABLES)}, or csv:PATH with target=COLUMN"
+USAGE = f"choose one of {', '.join(TABLES)}, mnist:PATH (IDX folder or .npz), or csv:PATH with target=COLUMN"
 
 TOY_TEST_SIZE = 1000
 TOY_OOD_SIZE = 1000
@@ -134,6 +134,12 @@ def load_table(
         if not path:
             raise ValueError(f"load_table: 'csv:' needs a path, as in csv:/data/file.csv; {USAGE}")
         return _load_csv(Path(path), target=target, task=task or "regression", split=split, seed=seed)
+    if name.startswith("mnist:"):
+        if target is not None or split != 0:
+            raise ValueError(f"load_table: {name} has its own labels and one fixed train/test split")
+        if task not in (None, "classification"):
+            raise ValueError(f"load_table: {name} is a classification table; task={task!r} does not apply")
+        return _mnist(name)
     loaders = {"toy-cubic": _toy_cubic, "toy-gap": _toy_gap, "diabetes": _diabetes, "digits": _digits}
     if name not in loaders:
         raise ValueError(f"load_table: unknown table {name!r}; {USAGE}")
@@ -309,6 +315,30 @@ def _digits(split: int, seed: int) -> Table:
         y_test[seen_test],
         x_test[~seen_test],
         num_classes=DIGITS_IN_CLASSES,
+        standardise_x=False,
+    )
+
+
+def _mnist(name: str) -> Table:
+    """MNIST from the user's files (`reparam.data.load_dataset("mnist:PATH")`): all 10 classes, the
+    official 60,000 / 10,000 split, pixels in [0, 1] left as they are (Blundell et al. 2015's setting)."""
+    from .images import load_dataset
+
+    data = load_dataset(name)
+    labels = np.concatenate([np.asarray(data.y_train), np.asarray(data.y_test)])
+    if labels.min() < 0 or labels.max() > 9:
+        raise ValueError(
+            f"load_table: {name} needs labels 0..9 for classification (y_train and y_test); "
+            f"found {labels.min()}..{labels.max()} (-1: the file has no labels)"
+        )
+    return _table(
+        name,
+        "classification",
+        np.asarray(data.x_train),
+        np.asarray(data.y_train),
+        np.asarray(data.x_test),
+        np.asarray(data.y_test),
+        num_classes=10,
         standardise_x=False,
     )
 
