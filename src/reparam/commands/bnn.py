@@ -253,7 +253,21 @@ def main(config: BNNCommand, console: Console | None = None, *, stop_after: int 
         rows.append({"epoch": config.epochs, "num_samples": config.samples, **final})
         write_atomic(run.folder / "model.eqx", serialise(state.params))
         shown = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if not k.startswith("grad_var"))
-        return [f"{config.method} on {table.name} ({table.task}): {shown}", "Pictures: " + ", ".join(written)]
+        conventions = (
+            "test_nll: nats per example, -log of the mean over draws of p(y | x, w)"
+            + (" (original units)" if table.task == "regression" else "")
+            + (
+                "; ece: 15 equal-width bins of top-class confidence; brier: mean over examples of the sum over "
+                "classes (0 to 2); ood_auroc: predictive entropy, out-of-distribution vs test"
+                if table.task == "classification"
+                else ""
+            )
+        )
+        return [
+            f"{config.method} on {table.name} ({table.task}): {shown}",
+            conventions,
+            "Pictures: " + ", ".join(written),
+        ]
 
     label = f"BNN {config.method} on {table.name}"
     shown = ("test_nll", "test NLL")
