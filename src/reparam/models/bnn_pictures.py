@@ -30,7 +30,8 @@ def plot_predictive_band(x_train, y_train, grid, mean, epistemic_sd, total_sd, p
 
 def plot_reliability(confidence, accuracy, count, path: Path, title: str) -> None:
     """Reliability diagram: accuracy against mean confidence per equal-width bin (bars where the bin
-    holds examples), the diagonal of perfect calibration dashed."""
+    holds examples, the number of examples written at the bar's foot), the diagonal of perfect
+    calibration dashed."""
     plt = pyplot()
     bins = len(count)
     centres = (np.arange(bins) + 0.5) / bins
@@ -46,6 +47,8 @@ def plot_reliability(confidence, accuracy, count, path: Path, title: str) -> Non
         label="(mean confidence, accuracy)",
     )
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    for centre, n in zip(centres[filled], np.asarray(count)[filled], strict=True):  # examples per bin
+        ax.text(centre, 0.02, str(int(n)), ha="center", va="bottom", fontsize=7, color="white")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class)", ylabel="accuracy", title=title)
     ax.legend(fontsize=8, loc="upper left")
     save_figure(fig, path)
