@@ -74,3 +74,136 @@ class MaskedCoupling(Bijector):
 
     def forward_log_det_jacobian(self, x):
         return self.forward_and_log_det(x)[1]
+
+
+class SplineCoupling(Bijector):
+    """Coupling with a rational-quadratic spline (Durkan et al. 2019) of the free part
+    (`event_ndims = 1`).
+
+    With a binary `mask` over the last axis of size `dim`, the masked (kept) coordinates pass
+    through unchanged; each free coordinate goes through its own `RationalQuadraticSpline` with
+    `num_bins` bins on `[-bound, bound]` (identity outside), whose `3 num_bins - 1` unconstrained
+    parameters come from an MLP (`reparam.nn.mlp`, relu, `depth` hidden layers of `width`) of the
+    kept coordinates (the free ones zeroed) concatenated with an optional context vector. The MLP's
+    last layer starts at zero, so a fresh layer is the identity (all-zero spline parameters).
+    `log|det dy/dx|` is the sum of the free coordinates' `log dy_i/dx_i`.
+
+    Conditional flows: build with `context_size > 0`, then `with_context(c)` returns the layer
+    bound to `c` `(..., context_size)`, a field whose leading axes broadcast against those of `x`;
+    `forward(x)` etc. keep the Bijector signature (so Chain and Transformed work unchanged).
+    Every input and parameter must share one dtype (float32 as built; cast the tree for float64).
+    """
+
+    event_ndims = 1
+    mask: Array
+    net: eqx.nn.Sequential
+    context: Array | None
+    num_bins: int = eqx.field(static=True)
+    bound: float = eqx.field(static=True)
+    context_size: int = eqx.field(static=True)
+    min_bin_width: float = eqx.field(static=True)
+    min_bin_height: float = eqx.field(static=True)
+    min_derivative: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        mask: ArrayLike,
+        *,
+        key: PRNGKeyArray,
+        num_bins: int = 8,
+        bound: float = 3.0,
+        width: int = 64,
+        depth: int = 2,
+        context_size: int = 0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ):
+        import numpy as np
+
+        from .spline import check_spline_sizes
+
+        mask = np.asarray(mask)  # checked in numpy: the layer can be built under jit
+        if mask.ndim != 1 or mask.shape[0] < 1 or not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(
+                f"SplineCoupling: mask must be a non-empty 1-D array of zeros and ones, got shape {mask.shape}"
+            )
+        check_spline_sizes("SplineCoupling", num_bins, float(bound), min_bin_width, min_bin_height, min_derivative)
+        if int(context_size) != context_size or context_size < 0:
+            raise ValueError(f"SplineCoupling: context_size must be a non-negative integer, got {context_size}")
+        dim = mask.shape[0]
+        self.mask = jnp.asarray(mask.astype(bool))
+        self.net = mlp(
+            dim + context_size,
+            dim * (3 * num_bins - 1),
+            (width,) * depth,
+            activation=jax.nn.relu,
+            zero_output=True,
+            key=key,
+        )
+        self.context = None
+        self.num_bins = int(num_bins)
+        self.bound = float(bound)
+        self.context_size = int(context_size)
+        self.min_bin_width = float(min_bin_width)
+        self.min_bin_height = float(min_bin_height)
+        self.min_derivative = float(min_derivative)
+
+    def with_context(self, context: ArrayLike) -> SplineCoupling:
+        """This layer conditioned on `context` `(..., context_size)`."""
+        context = jnp.asarray(context)
+        if self.context_size == 0 or context.ndim == 0 or context.shape[-1] != self.context_size:
+            raise ValueError(
+                f"SplineCoupling: context must have shape (..., {self.context_size}), got {context.shape}"
+                + (" (this layer was built with context_size=0)" if self.context_size == 0 else "")
+            )
+        return eqx.tree_at(lambda b: b.context, self, context, is_leaf=lambda v: v is None)
+
+    def _spline(self, x: Array, inverse: bool) -> tuple[Array, Array]:
+        from .spline import rational_quadratic_spline
+
+        dim = self.mask.shape[0]
+        if x.ndim == 0 or x.shape[-1] != dim:
+            raise ValueError(f"SplineCoupling: x must have shape (..., {dim}), got {x.shape}")
+        kept = jnp.where(self.mask, x, jnp.zeros_like(x))
+        if self.context_size:
+            if self.context is None:
+                raise ValueError("SplineCoupling: built with context_size > 0; call with_context(c) first")
+            lead = jnp.broadcast_shapes(x.shape[:-1], self.context.shape[:-1])
+            x = jnp.broadcast_to(x, lead + (dim,))
+            kept = jnp.broadcast_to(kept, lead + (dim,))
+            context = jnp.broadcast_to(self.context, lead + (self.context_size,))
+            kept = jnp.concatenate([kept, context], axis=-1)
+        raw = over_leading_axes(self.net, kept).reshape(x.shape + (3 * self.num_bins - 1,))
+        widths, heights, derivatives = jnp.split(raw, [self.num_bins, 2 * self.num_bins], axis=-1)
+        out, log_det = rational_quadratic_spline(
+            x,
+            widths,
+            heights,
+            derivatives,
+            bound=self.bound,
+            inverse=inverse,
+            min_bin_width=self.min_bin_width,
+            min_bin_height=self.min_bin_height,
+            min_derivative=self.min_derivative,
+        )
+        out = jnp.where(self.mask, x, out)
+        return out, jnp.sum(jnp.where(self.mask, jnp.zeros_like(log_det), log_det), axis=-1)
+
+    def forward_and_log_det(self, x):
+        return self._spline(x, inverse=False)
+
+    def inverse_and_log_det(self, y):
+        return self._spline(y, inverse=True)  # the masked part of y equals that of x
+
+    def forward(self, x):
+        return self._spline(x, inverse=False)[0]
+
+    def inverse(self, y):
+        return self._spline(y, inverse=True)[0]
+
+    def forward_log_det_jacobian(self, x):
+        return self._spline(x, inverse=False)[1]
+
+    def inverse_log_det_jacobian(self, y):
+        return self._spline(y, inverse=True)[1]
