@@ -247,3 +247,20 @@ class MaskedAutoregressiveAffine(Bijector):
 
     def inverse_log_det_jacobian(self, y):
         return self.inverse_and_log_det(y)[1]
+
+
+def condition(bijector: Bijector, context: Array) -> Bijector:
+    """`bijector` with `context` set on every conditional layer inside it (every module with a
+    `condition(context)` method: `MaskedAutoregressiveAffine`, `Scan`), e.g. a `Chain` of them or a
+    `Scan` of stacked ones. `context` is `(context_dim,)` or `(..., context_dim)`, broadcasting
+    against the leading axes of the input."""
+    context = jnp.asarray(context)
+    return jax.tree_util.tree_map(
+        lambda node: node.condition(context) if _is_conditional(node) else node,
+        bijector,
+        is_leaf=_is_conditional,
+    )
+
+
+def _is_conditional(node) -> bool:
+    return isinstance(node, Bijector) and callable(getattr(node, "condition", None))

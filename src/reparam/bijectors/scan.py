@@ -1,14 +1,19 @@
 """Stacked identical layers applied with `lax.scan`: a deep flow compiles one layer.
 
-    layers = stack_layers(lambda k: Chain([Permute.random(k, d), MaskedAutoregressiveAffine(MADE(d, (64,), key=k))]),
-                          jax.random.split(key, 16))
-    flow = Scan(layers)
+    def make(key):
+        k1, k2 = jax.random.split(key)
+        return Chain([MaskedAutoregressiveAffine(MADE(d, (64,), key=k2)), Permute.random(k1, d)])
+
+    flow = Scan(stack_layers(make, jax.random.split(key, 16)))
 
 `layers` is ONE bijector whose array leaves carry a leading stack axis of size `n` (built with
 `eqx.filter_vmap(make)(keys)`, as flowjax does). `Scan(layers)` applies `layers[0]` first in the
 forward direction and `layers[n - 1]` first in the inverse, so it equals
 `Chain([layers[n - 1], ..., layers[1], layers[0]])` (Chain's function order: its last bijector is
 applied first); `Scan.to_chain()` builds exactly that Chain.
+
+Conditional flows: `Scan.condition(context)` (or `autoregressive.condition(flow, context)`) sets one
+context, shared by every layer, on each conditional layer as the scan applies it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, PRNGKeyArray
 
+from .autoregressive import condition
 from .base import Bijector
 from .chain import Chain
 
@@ -68,15 +74,26 @@ class Scan(Bijector):
     """
 
     layers: Bijector
+    context: Array | None
     num_layers: int = eqx.field(static=True)
 
-    def __init__(self, layers: Bijector):
+    def __init__(self, layers: Bijector, *, context: Array | None = None):
         if not isinstance(layers, Bijector):
             raise ValueError(
                 f"Scan: layers must be one stacked Bijector (stack_layers(make, keys)), got {type(layers).__name__}"
             )
         self.num_layers = _stack_size(layers)
         self.layers = layers
+        self.context = None if context is None else jnp.asarray(context)
+
+    def condition(self, context: Array) -> Scan:
+        """The same stack with `context` (unstacked: shared by every layer) set on each
+        conditional layer as it is applied (`autoregressive.condition`)."""
+        return Scan(self.layers, context=context)
+
+    def _layer(self, params, static) -> Bijector:
+        layer = eqx.combine(params, static)
+        return layer if self.context is None else condition(layer, self.context)
 
     @property
     def event_ndims(self) -> int:  # type: ignore[override]
@@ -88,20 +105,21 @@ class Scan(Bijector):
         """The first layer's range point, pushed forward through the other layers when they are
         elementwise (`event_ndims = 0`); for vector layers the first layer's."""
         params, static = eqx.partition(self.layers, eqx.is_array)
-        first = eqx.combine(jax.tree_util.tree_map(lambda a: a[0], params), static)
+        first = self._layer(jax.tree_util.tree_map(lambda a: a[0], params), static)
         point = jnp.asarray(first.range_point)
         if self.event_ndims == 0 and self.num_layers > 1:
             rest = jax.tree_util.tree_map(lambda a: a[1:], params)
-            point, _ = lax.scan(lambda p, q: (eqx.combine(q, static).forward(p), None), point, rest)
+            point, _ = lax.scan(lambda p, q: (self._layer(q, static).forward(p), None), point, rest)
         return point
 
     def to_chain(self) -> Chain:
         """The equivalent `Chain` of the unstacked layers (`layers[n - 1]` first in its list)."""
-        return Chain(unstack_layers(self.layers)[::-1])
+        layers = unstack_layers(self.layers)[::-1]
+        return Chain(layers if self.context is None else [condition(layer, self.context) for layer in layers])
 
     def _scan(self, step, init, *, reverse: bool):
         params, static = eqx.partition(self.layers, eqx.is_array)
-        return lax.scan(lambda carry, p: (step(eqx.combine(p, static), carry), None), init, params, reverse=reverse)[0]
+        return lax.scan(lambda carry, p: (step(self._layer(p, static), carry), None), init, params, reverse=reverse)[0]
 
     def _zeros(self, v: Array) -> Array:
         return jnp.zeros(v.shape[: v.ndim - self.event_ndims], v.dtype)
