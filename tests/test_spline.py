@@ -8,7 +8,10 @@ Tolerances follow the conditioning, in float32 and float64 alike, with `eps` the
 and `m` the spline's largest and smallest slope (at the knots and bin averages) and `C = 32`:
 
 - `|f^-1(f(x)) - x| <= C eps (|x| + (|y| + B (2 + M)) / f'(x))`: the rounding of `y` and of the
-  quadratic's coefficients (of size `h M` in a bin of height `h`) divided by the slope;
+  quadratic's coefficients (of size `h M` in a bin of height `h`) divided by the slope; where the
+  slope collapses right next to `x` (a knot slope far above its bin's average) this forward bound
+  does not hold for any algorithm and the backward error `|f(f^-1(y)) - y| <= C eps (|y| + B (2 + M))`
+  is checked instead;
 - `|f(f^-1(y)) - y| <= C eps (|y| + B (2 + M) + f'(x) |x|)`;
 - `|log-det - log jacfwd| <= C eps (1 + M / f'(x))` forward (autodiff sums terms of size `M` to a
   slope `f'`), `<= C eps (1 + M / m)` inverse.
@@ -22,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reparam.bijectors import Chain
@@ -73,6 +76,7 @@ def spline_report(bij, x_extra, y_extra, edges):
         y=y,
         ldj=ldj,
         x_back=x_back,
+        y_again=bij.forward(x_back),
         ildj_at_y=ildj_at_y,
         derivative=jax.vmap(jax.jacfwd(bij.forward))(x),
         ys=ys,
@@ -105,8 +109,11 @@ def check_spline(widths, heights, derivatives, x_extra, y_extra, dtype):
         for k, v in spline_report(bij, np.asarray(x_extra, dtype), np.asarray(y_extra, dtype), edges).items()
     }
     assert all(v.dtype == np.dtype(dtype) for v in r.values())
-    for name, v in r.items():
+    for name, v in r.items():  # values, log-dets and the gradients w.r.t. inputs and parameters
         assert np.all(np.isfinite(v)), name
+    # d/dv (f(v) + log f'(v) + f^-1(v) + log f^-1'(v)) = 2 exactly in the tails
+    v = np.concatenate([r["x"], r["ys"]])
+    np.testing.assert_array_equal(r["grad_x"][np.abs(v) > B], 2)
     eps = EPS[dtype]
     r = {k: v.astype(np.float64) for k, v in r.items()}
     x, y, slope = r["x"], r["y"], r["derivative"]
@@ -114,9 +121,14 @@ def check_spline(widths, heights, derivatives, x_extra, y_extra, dtype):
     # the spline's stiffness: its largest slope M and smallest slope m (at the knots and bin averages)
     bin_slopes = np.diff(r["y_knots"]) / np.diff(r["x_knots"])
     big, small = max(r["slopes"].max(), bin_slopes.max()), min(r["slopes"].min(), bin_slopes.min())
-    # round trip x -> y -> x, within the conditioning of the inverse at x
+    # round trip x -> y -> x: within the conditioning of the inverse at x, or else (where the slope
+    # collapses next to x, so that the rounding of y moves the exact inverse far) backward-stable:
+    # the returned point maps to y up to rounding
     allowed = C * eps * (np.abs(x) + (np.abs(y) + B * (2 + big)) / slope)
-    assert np.all(np.abs(r["x_back"] - x) <= allowed), np.max(np.abs(r["x_back"] - x) / allowed)
+    backward = np.abs(r["y_again"] - y) <= C * eps * (np.abs(y) + B * (2 + big))
+    ok = (np.abs(r["x_back"] - x) <= allowed) | backward
+    assert np.all(ok), np.max(np.abs(r["x_back"] - x)[~ok] / allowed[~ok])
+    assert np.mean(np.abs(r["x_back"] - x) <= allowed) > 0.9  # the exception is rare
     # and y -> x -> y, within the conditioning of the forward map at x
     ys, xs = r["ys"], r["xs"]
     allowed = C * eps * (np.abs(ys) + B * (2 + big) + np.abs(xs) * np.exp(-r["ildj"]))
@@ -138,10 +150,11 @@ def check_spline(widths, heights, derivatives, x_extra, y_extra, dtype):
     return r
 
 
-RAW = st.floats(-10.0, 10.0)
+RAW = st.floats(-20.0, 20.0)  # softmax ratios up to e^40: bins at their minimum; slopes 1e-3 to 20
 INPUT = st.floats(-2 * B, 2 * B)
 
 
+@settings(max_examples=50)
 @given(
     widths=st.lists(RAW, min_size=K, max_size=K),
     heights=st.lists(RAW, min_size=K, max_size=K),
@@ -150,9 +163,12 @@ INPUT = st.floats(-2 * B, 2 * B)
     y_extra=st.lists(INPUT, min_size=8, max_size=8),
 )
 def test_spline_properties_float64(widths, heights, derivatives, x_extra, y_extra):
+    """Round trips, log-dets vs jacfwd, knot interpolation, identity tails, finite gradients with
+    respect to inputs and parameters, at the edges, knots, their neighbours and the far tails."""
     check_spline(widths, heights, derivatives, x_extra, y_extra, "float64")
 
 
+@settings(max_examples=50)
 @given(
     widths=st.lists(RAW, min_size=K, max_size=K),
     heights=st.lists(RAW, min_size=K, max_size=K),

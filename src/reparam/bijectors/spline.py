@@ -9,9 +9,12 @@ a softplus (at least `min_derivative`), `d_0 = d_K = 1`. Outside `[-B, B]` the m
     y     = y_k + h (s xi^2 + d_k t) / (s + (d_{k+1} + d_k - 2 s) t)
     dy/dx = s^2 (d_{k+1} xi^2 + 2 s t + d_k (1 - xi)^2) / (s + (d_{k+1} + d_k - 2 s) t)^2
 
-The inverse solves the quadratic `a xi^2 + b xi + c = 0` with its numerically stable root
-`xi = 2 c / (-b - sqrt(b^2 - 4 a c))` (eq. 29), from the nearer end of the bin (in the upper half
-for `1 - xi`, by the bin's mirror symmetry), so the root found is always the small, accurate one.
+The inverse solves the quadratic `a xi^2 + b xi + c = 0` for its root in `[0, 1]`,
+`xi = 2 c / (-b - sqrt(b^2 - 4 a c))` (eq. 29), which is free of cancellation for `b >= 0`; for
+`b < 0` (a bin whose far end is much steeper than its near end) the same root is evaluated as
+`(-b + sqrt(b^2 - 4 a c)) / 2 a` (then `a > h s > 0`), where eq. 29 would cancel. It is solved from
+the nearer end of the bin in `y` (for `1 - xi` in the upper half, by the bin's mirror symmetry:
+`d_k` and `d_{k+1}` swap), so a value next to a knot is recovered relative to that knot.
 The denominator `s (1 - 2 t) + (d_k + d_{k+1}) t` is positive (`t <= 1/4`), so every logarithm is
 of a positive number.
 
@@ -146,8 +149,17 @@ def rational_quadratic_spline(
         a = h * (s - d_near) + dy * curvature
         b = h * d_near - dy * curvature
         c = -s * dy
-        discriminant = jnp.maximum(b * b - 4 * a * c, jnp.zeros_like(b))
-        root = 2 * c / (-b - jnp.sqrt(discriminant))  # eq. 29: no cancellation, b > 0 where c = 0
+        root_of_discriminant = jnp.sqrt(jnp.maximum(b * b - 4 * a * c, jnp.zeros_like(b)))
+        # The root in [0, 1] is 2c / (-b - sqrt) (eq. 29) = (-b + sqrt) / 2a. Eq. 29 cancels where
+        # b < 0 (a steep far end); there a > h s > 0 and the second form adds positive numbers.
+        # Each branch gets a safe denominator where it is not taken (finite values and gradients).
+        positive_b = b >= 0
+        one = jnp.ones_like(b)
+        root = jnp.where(
+            positive_b,
+            2 * c / jnp.where(positive_b, -b - root_of_discriminant, -one),
+            (root_of_discriminant - b) / jnp.where(positive_b, one, 2 * a),
+        )
         xi = jnp.where(top, 1 - root, root)
         out = jnp.where(top, x1 - root * w, x0 + root * w)
     else:
