@@ -328,10 +328,11 @@ def test_spline_coupling(dtype):
     np.testing.assert_allclose(r["x_back"], x, **tol)
     assert np.max(np.abs(r["jac_forward"])) > 0.5  # a non-trivial volume change
     np.testing.assert_allclose(r["ldj"], r["jac_forward"], **tol)
-    np.testing.assert_array_equal(r["fldj"], r["ldj"])
+    np.testing.assert_allclose(r["fldj"], r["ldj"], rtol=4 * EPS[dtype], atol=4 * EPS[dtype])
     np.testing.assert_allclose(r["ildj"], r["jac_inverse"], **tol)
     np.testing.assert_allclose(r["ildj"], -r["ldj"], **tol)
-    np.testing.assert_array_equal(r["inverse_ldj"], r["ildj"])
+    same = dict(rtol=4 * EPS[dtype], atol=4 * EPS[dtype])  # the same formula, compiled separately
+    np.testing.assert_allclose(r["inverse_ldj"], r["ildj"], **same)
 
 
 def test_fresh_spline_coupling_is_the_identity():
