@@ -29,7 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reparam.bijectors import Chain
+from reparam.bijectors.autoregressive import condition
 from reparam.bijectors.coupling import SplineCoupling
+from reparam.bijectors.scan import Scan, stack_layers
 from reparam.bijectors.spline import RationalQuadraticSpline
 from reparam.distributions import Independent, Normal, Transformed
 
@@ -351,7 +353,7 @@ def test_spline_coupling_context_and_leading_axes():
     rng = np.random.default_rng(6)
     x = rng.uniform(-4, 4, (3, 7, DIM))
     context = rng.standard_normal((3, 1, CONTEXT))
-    apply = eqx.filter_jit(lambda b, c, v: b.with_context(c).forward_and_log_det(v))
+    apply = eqx.filter_jit(lambda b, c, v: b.condition(c).forward_and_log_det(v))
     y, ldj = apply(bij, context, x)
     assert y.shape == (3, 7, DIM) and ldj.shape == (3, 7)
     # the leading axes are independent: the same as each vector with its own context
@@ -361,10 +363,10 @@ def test_spline_coupling_context_and_leading_axes():
     # a different context changes the output, and the output is differentiable in the context
     y2, _ = apply(bij, context[1, 0] + 1.0, x[1, 4])
     assert np.max(np.abs(y2 - y1)) > 1e-3
-    grad = eqx.filter_jit(jax.grad(lambda c: jnp.sum(bij.with_context(c).forward(x[1, 4]))))(context[1, 0])
+    grad = eqx.filter_jit(jax.grad(lambda c: jnp.sum(bij.condition(c).forward(x[1, 4]))))(context[1, 0])
     assert np.all(np.isfinite(grad)) and np.max(np.abs(grad)) > 0
     # and with a context the round trip and log-det still hold (one context shared by all vectors)
-    r = coupling_report(bij.with_context(context[0, 0]), x[0])
+    r = coupling_report(bij.condition(context[0, 0]), x[0])
     np.testing.assert_allclose(r["x_back"], x[0], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(r["ldj"], r["jac_forward"], rtol=1e-10, atol=1e-10)
 
@@ -378,6 +380,53 @@ def test_spline_coupling_flow_density():
     draws, lp = eqx.filter_jit(lambda d, k: d.rsample_and_log_prob(k, (64,)))(dist, jax.random.key(1))
     assert draws.shape == (64, DIM)
     np.testing.assert_allclose(lp, eqx.filter_jit(lambda d, v: d.log_prob(v))(dist, draws), rtol=1e-9, atol=1e-9)
+
+
+def test_spline_coupling_in_a_conditional_scan():
+    """Stacked conditional spline couplings (alternating masks) as one Scan: the same map as the
+    unstacked Chain, log-det against slogdet(jacfwd), the context set by `condition` on every layer."""
+
+    def make(key):
+        k1, k2 = jax.random.split(key)
+        layers = [
+            SplineCoupling(m, key=k, num_bins=BINS, width=8, depth=1, context_size=CONTEXT)
+            for m, k in ((MASK, k1), (1 - MASK, k2))
+        ]
+        return Chain(layers)
+
+    stack = eqx.filter_jit(lambda keys: stack_layers(make, keys))(jax.random.split(jax.random.key(9), 3))
+    # random last layers (a fresh stack is the identity), cast to float64
+    rng = np.random.default_rng(10)
+    stack = eqx.tree_at(
+        lambda c: [layer.net.layers[-1].weight for layer in c.bijectors],
+        stack,
+        [0.5 * rng.standard_normal(layer.net.layers[-1].weight.shape) for layer in stack.bijectors],
+    )
+    stack = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(np.asarray(a, np.float64)) if eqx.is_inexact_array(a) else a, stack
+    )
+    context = rng.standard_normal(CONTEXT)
+    x = rng.uniform(-4, 4, (16, DIM))
+
+    @eqx.filter_jit
+    def report(stack, context, x):
+        flow = Scan(stack).condition(context)
+        chain = condition(Scan(stack).to_chain(), context)
+        y, ldj = flow.forward_and_log_det(x)
+        return dict(
+            y=y,
+            ldj=ldj,
+            chain_y=chain.forward(x),
+            back=flow.inverse(y),
+            jac=jnp.linalg.slogdet(jax.vmap(jax.jacfwd(flow.forward))(x))[1],
+            other_context=Scan(stack).condition(context + 1).forward(x),
+        )
+
+    r = report(stack, context, x)
+    np.testing.assert_allclose(r["y"], r["chain_y"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r["back"], x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(r["ldj"], r["jac"], rtol=1e-10, atol=1e-10)
+    assert np.max(np.abs(r["ldj"])) > 0.1 and np.max(np.abs(r["other_context"] - r["y"])) > 1e-3
 
 
 @pytest.mark.parametrize(
@@ -400,9 +449,9 @@ def test_spline_coupling_bad_sizes_are_one_line_errors(kwargs, match):
 def test_spline_coupling_bad_inputs_are_one_line_errors():
     bij = SplineCoupling(np.array([1, 0]), key=jax.random.key(0), width=4, depth=1, context_size=2)
     for call, match in [
-        (lambda: bij.forward(jnp.zeros(2, jnp.float32)), "with_context"),
-        (lambda: bij.with_context(jnp.zeros(3, jnp.float32)), "context"),
-        (lambda: bij.with_context(jnp.zeros(2, jnp.float32)).forward(jnp.zeros(3, jnp.float32)), "shape"),
+        (lambda: bij.forward(jnp.zeros(2, jnp.float32)), "condition"),
+        (lambda: bij.condition(jnp.zeros(3, jnp.float32)), "context"),
+        (lambda: bij.condition(jnp.zeros(2, jnp.float32)).forward(jnp.zeros(3, jnp.float32)), "shape"),
     ]:
         with pytest.raises(ValueError, match=match) as info:
             call()

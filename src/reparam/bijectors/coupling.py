@@ -88,9 +88,10 @@ class SplineCoupling(Bijector):
     last layer starts at zero, so a fresh layer is the identity (all-zero spline parameters).
     `log|det dy/dx|` is the sum of the free coordinates' `log dy_i/dx_i`.
 
-    Conditional flows: build with `context_size > 0`, then `with_context(c)` returns the layer
-    bound to `c` `(..., context_size)`, a field whose leading axes broadcast against those of `x`;
-    `forward(x)` etc. keep the Bijector signature (so Chain and Transformed work unchanged).
+    Conditional flows: build with `context_size > 0`, then `condition(c)` returns the layer bound
+    to `c` `(context_size,)` or `(..., context_size)`, a field whose leading axes broadcast against
+    those of `x`; `forward(x)` etc. keep the Bijector signature, so Chain, Scan and Transformed work
+    unchanged and `autoregressive.condition(flow, c)` sets `c` on every such layer of a flow.
     Every input and parameter must share one dtype (float32 as built; cast the tree for float64).
     """
 
@@ -149,8 +150,8 @@ class SplineCoupling(Bijector):
         self.min_bin_height = float(min_bin_height)
         self.min_derivative = float(min_derivative)
 
-    def with_context(self, context: ArrayLike) -> SplineCoupling:
-        """This layer conditioned on `context` `(..., context_size)`."""
+    def condition(self, context: ArrayLike) -> SplineCoupling:
+        """This layer with its context set to `context` `(context_size,)` or `(..., context_size)`."""
         context = jnp.asarray(context)
         if self.context_size == 0 or context.ndim == 0 or context.shape[-1] != self.context_size:
             raise ValueError(
@@ -168,7 +169,7 @@ class SplineCoupling(Bijector):
         kept = jnp.where(self.mask, x, jnp.zeros_like(x))
         if self.context_size:
             if self.context is None:
-                raise ValueError("SplineCoupling: built with context_size > 0; call with_context(c) first")
+                raise ValueError("SplineCoupling: built with context_size > 0; call condition(context) first")
             lead = jnp.broadcast_shapes(x.shape[:-1], self.context.shape[:-1])
             x = jnp.broadcast_to(x, lead + (dim,))
             kept = jnp.broadcast_to(kept, lead + (dim,))
