@@ -5,7 +5,7 @@ forward and inverse maps themselves, the knots the spline must interpolate (valu
 quadrature of the pushed-forward density, and float64 re-evaluation.
 
 Tolerances follow the conditioning, in float32 and float64 alike, with `eps` the unit roundoff, `M`
-and `m` the spline's largest and smallest slope (at the knots and bin averages) and `C = 32`:
+the spline's largest slope (at the knots and bin averages) and `C = 32`:
 
 - `|f^-1(f(x)) - x| <= C eps (|x| + (|y| + B (2 + M)) / f'(x))`: the rounding of `y` and of the
   quadratic's coefficients (of size `h M` in a bin of height `h`) divided by the slope; where the
@@ -14,10 +14,11 @@ and `m` the spline's largest and smallest slope (at the knots and bin averages) 
   is checked instead;
 - `|f(f^-1(y)) - y| <= C eps (|y| + B (2 + M) + f'(x) |x|)`;
 - `|log-det - log jacfwd| <= C eps (1 + M / f'(x))` forward (autodiff sums terms of size `M` to a
-  slope `f'`), `<= C eps (1 + M / m)` inverse.
+  slope `f'`); inverse the same plus `|d log f'/dx|` times the inverse's point error above.
 
-For moderate parameters these are a few ulps; at raw parameters of +-10 (slopes from 1e-3 to 1e3)
-they are what the arithmetic allows. Measured worst ratios to these bounds are below 1/2.
+For moderate parameters these are a few ulps; at raw parameters of +-20 (slopes from 1e-3 to 1e3)
+they are what the arithmetic allows. Measured worst ratios to these bounds are below 1/2 (raw
+parameters up to +-100, 4000 draws).
 """
 
 import equinox as eqx
@@ -62,7 +63,7 @@ def spline_report(bij, x_extra, y_extra, edges):
     x_knots, y_knots, slopes = bij.knots()
     x = jnp.concatenate([edges, around(x_knots), x_extra])
     y, ldj = bij.forward_and_log_det(x)
-    x_back, ildj_at_y = bij.inverse_and_log_det(y)
+    x_back = bij.inverse(y)
     ys = jnp.concatenate([edges, around(y_knots), y_extra])
     xs, ildj = bij.inverse_and_log_det(ys)
 
@@ -79,7 +80,6 @@ def spline_report(bij, x_extra, y_extra, edges):
         ldj=ldj,
         x_back=x_back,
         y_again=bij.forward(x_back),
-        ildj_at_y=ildj_at_y,
         derivative=jax.vmap(jax.jacfwd(bij.forward))(x),
         ys=ys,
         xs=xs,
@@ -87,6 +87,7 @@ def spline_report(bij, x_extra, y_extra, edges):
         ildj=ildj,
         ldj_back=bij.forward_log_det_jacobian(xs),
         inverse_derivative=jax.vmap(jax.jacfwd(bij.inverse))(ys),
+        log_slope_derivative=jax.vmap(jax.grad(bij.forward_log_det_jacobian))(xs),
         y_at_knots=bij.forward(x_knots),
         ldj_at_knots=bij.forward_log_det_jacobian(x_knots),
         x_knots=x_knots,
@@ -120,9 +121,8 @@ def check_spline(widths, heights, derivatives, x_extra, y_extra, dtype):
     r = {k: v.astype(np.float64) for k, v in r.items()}
     x, y, slope = r["x"], r["y"], r["derivative"]
     assert np.all(slope > 0)
-    # the spline's stiffness: its largest slope M and smallest slope m (at the knots and bin averages)
-    bin_slopes = np.diff(r["y_knots"]) / np.diff(r["x_knots"])
-    big, small = max(r["slopes"].max(), bin_slopes.max()), min(r["slopes"].min(), bin_slopes.min())
+    # M, the spline's largest slope (at the knots and bin averages)
+    big = max(r["slopes"].max(), (np.diff(r["y_knots"]) / np.diff(r["x_knots"])).max())
     # round trip x -> y -> x: within the conditioning of the inverse at x, or else (where the slope
     # collapses next to x, so that the rounding of y moves the exact inverse far) backward-stable:
     # the returned point maps to y up to rounding
@@ -139,7 +139,10 @@ def check_spline(widths, heights, derivatives, x_extra, y_extra, dtype):
     allowed = C * eps * (1 + big / slope)
     assert np.all(np.abs(r["ldj"] - np.log(slope)) <= allowed), np.max(np.abs(r["ldj"] - np.log(slope)) / allowed)
     ildj_error = np.abs(r["ildj"] - np.log(r["inverse_derivative"]))
-    assert np.all(ildj_error <= C * eps * (1 + big / small)), np.max(ildj_error / (C * eps * (1 + big / small)))
+    # the same, plus the sensitivity of log f' to the inverted point (exp(ildj) = 1 / f'(f^-1(y)))
+    point_error = np.abs(xs) + (np.abs(ys) + B * (2 + big)) * np.exp(r["ildj"])
+    allowed = C * eps * (1 + big * np.exp(r["ildj"]) + np.abs(r["log_slope_derivative"]) * point_error)
+    assert np.all(ildj_error <= allowed), np.max(ildj_error / allowed)
     # the tails are the identity, exactly
     tails = np.abs(x) > B
     np.testing.assert_array_equal(r["y"][tails], r["x"][tails])
@@ -456,3 +459,13 @@ def test_spline_coupling_bad_inputs_are_one_line_errors():
         with pytest.raises(ValueError, match=match) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_spline_non_finite_parameters_raise_under_jit():
+    @jax.jit
+    def apply(widths):
+        return RationalQuadraticSpline(widths, jnp.zeros(4), jnp.zeros(3)).forward(jnp.linspace(-4.0, 4.0, 5))
+
+    np.testing.assert_allclose(apply(jnp.zeros(4)), np.linspace(-4, 4, 5), atol=1e-12)  # valid: identity
+    with pytest.raises(Exception, match="widths must be finite"):
+        jax.block_until_ready(apply(jnp.array([0.0, np.inf, 0.0, 0.0])))

@@ -141,11 +141,12 @@ def rational_quadratic_spline(
     curvature = d1 + d0 - 2 * s
 
     if inverse:
-        # Solve from the nearer end of the bin: with eta = 1 - xi the bin reads the same with d_k and
-        # d_{k+1} swapped and y_{k+1} - y in place of y - y_k, so the root is always the small one.
+        # Solve from the nearer end of the bin in y: with eta = 1 - xi the bin reads the same with
+        # d_k and d_{k+1} swapped and y_{k+1} - y in place of y - y_k, so a value next to a knot is
+        # found relative to that knot; the log-det is evaluated in the same frame.
         top = 2 * (safe - y0) > h
         dy = jnp.where(top, y1 - safe, safe - y0)
-        d_near = jnp.where(top, d1, d0)
+        d_near, d_far = jnp.where(top, d1, d0), jnp.where(top, d0, d1)
         a = h * (s - d_near) + dy * curvature
         b = h * d_near - dy * curvature
         c = -s * dy
@@ -160,16 +161,18 @@ def rational_quadratic_spline(
             2 * c / jnp.where(positive_b, -b - root_of_discriminant, -one),
             (root_of_discriminant - b) / jnp.where(positive_b, one, 2 * a),
         )
-        xi = jnp.where(top, 1 - root, root)
         out = jnp.where(top, x1 - root * w, x0 + root * w)
+        xi = root
     else:
         xi = (safe - x0) / w
         t = xi * (1 - xi)
         out = y0 + h * (s * xi * xi + d0 * t) / (s + curvature * t)
+        d_near, d_far = d0, d1
 
+    # dy/dx in the frame where xi runs from the near end (d_near) to the far end (d_far)
     t = xi * (1 - xi)
-    denominator = s + curvature * t
-    log_det = 2 * jnp.log(s) + jnp.log(d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2) - 2 * jnp.log(denominator)
+    numerator = d_far * xi * xi + 2 * s * t + d_near * (1 - xi) ** 2
+    log_det = 2 * jnp.log(s) + jnp.log(numerator) - 2 * jnp.log(s + curvature * t)
     if inverse:
         log_det = -log_det
     return jnp.where(inside, out, x), jnp.where(inside, log_det, jnp.zeros_like(log_det))
