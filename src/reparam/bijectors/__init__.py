@@ -5,7 +5,7 @@ autoregressive MAF/IAF, permutations, ActNorm, and `Scan` over stacked identical
 from .actnorm import ActNorm, actnorm_init
 from .affine import Affine, Scale, Shift
 from .autoregressive import MADE, MaskedAutoregressiveAffine, condition, made_degrees, made_masks
-from .base import Bijector
+from .base import Bijector, FusedBijector
 from .chain import Chain
 from .coupling import CouplingMLP, MaskedCoupling, SplineCoupling
 from .exp import Exp
@@ -26,6 +26,7 @@ __all__ = [
     "Chain",
     "CouplingMLP",
     "Exp",
+    "FusedBijector",
     "MaskedAutoregressiveAffine",
     "MaskedCoupling",
     "Permute",

@@ -38,7 +38,7 @@ from jax import lax
 from jaxtyping import Array, PRNGKeyArray
 
 from ..nn.mlp import Activation
-from .base import Bijector
+from .base import Bijector, FusedBijector
 
 
 def made_degrees(dim: int, hidden_sizes: Sequence[int]) -> list[np.ndarray]:
@@ -143,7 +143,7 @@ class MADE(eqx.Module):
         return shift, self.bound * jnp.tanh(raw / self.bound)
 
 
-class MaskedAutoregressiveAffine(Bijector):
+class MaskedAutoregressiveAffine(FusedBijector):
     """Affine autoregressive bijector on vectors (`event_ndims = 1`), conditioner a `MADE`.
 
     `mode="maf"`: `y_i = x_i * exp(log_scale_i(y_<i)) + shift_i(y_<i)`; the inverse (density
@@ -235,18 +235,9 @@ class MaskedAutoregressiveAffine(Bijector):
             return self._one_pass(y, y, -1)
         return self._d_passes(y, -1)
 
-    def forward(self, x):
-        return self.forward_and_log_det(x)[0]
-
-    def inverse(self, y):
-        return self.inverse_and_log_det(y)[0]
-
     def forward_log_det_jacobian(self, x):
         """`sum(log_scale)`; for `mode="maf"` at `y = f(x)`, so this runs the `d` passes."""
         return self.forward_and_log_det(x)[1]
-
-    def inverse_log_det_jacobian(self, y):
-        return self.inverse_and_log_det(y)[1]
 
 
 def condition(bijector: Bijector, context: Array) -> Bijector:

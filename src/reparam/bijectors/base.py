@@ -99,3 +99,21 @@ class Bijector(eqx.Module):
     def __call__(self, x: Array) -> Array:
         """`forward(x)`."""
         return self.forward(x)
+
+
+class FusedBijector(Bijector):
+    """A bijector written as its two fused maps: subclasses implement `forward_and_log_det` and
+    `inverse_and_log_det` (the work is shared, e.g. one conditioner pass); `forward`, `inverse` and
+    both log-dets are read off them."""
+
+    def forward(self, x: Array) -> Array:
+        return self.forward_and_log_det(x)[0]
+
+    def inverse(self, y: Array) -> Array:
+        return self.inverse_and_log_det(y)[0]
+
+    def forward_log_det_jacobian(self, x: Array) -> Array:
+        return self.forward_and_log_det(x)[1]
+
+    def inverse_log_det_jacobian(self, y: Array) -> Array:
+        return self.inverse_and_log_det(y)[1]

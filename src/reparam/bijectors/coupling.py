@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from ..nn import mlp, over_leading_axes
-from .base import Bijector
+from .base import Bijector, FusedBijector
 
 Conditioner = Callable[[Array], tuple[Array, Array]]
 
@@ -38,7 +38,7 @@ class CouplingMLP(eqx.Module):
         return shift, self.bound * jnp.tanh(raw / self.bound)
 
 
-class MaskedCoupling(Bijector):
+class MaskedCoupling(FusedBijector):
     """Affine coupling on vectors (`event_ndims = 1`); `conditioner(v) -> (shift, log_scale)`."""
 
     event_ndims = 1
@@ -65,15 +65,6 @@ class MaskedCoupling(Bijector):
     def inverse_and_log_det(self, y):
         shift, log_scale = self._params(y)  # the masked part of y equals that of x
         return (y - shift) * jnp.exp(-log_scale), -jnp.sum(log_scale, -1)
-
-    def forward(self, x):
-        return self.forward_and_log_det(x)[0]
-
-    def inverse(self, y):
-        return self.inverse_and_log_det(y)[0]
-
-    def forward_log_det_jacobian(self, x):
-        return self.forward_and_log_det(x)[1]
 
 
 class SplineCoupling(Bijector):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, DTypeLike, PRNGKeyArray
 
-from .base import Bijector
+from .base import FusedBijector
 from .tanh import log_abs_det_tanh
 
 
@@ -69,7 +69,7 @@ def solve_monotone_tanh(a: Array, b: Array, c: Array, t: Array, one_plus_ab: Arr
     return root - (residual - lax.stop_gradient(residual)) / slope
 
 
-class Planar(Bijector):
+class Planar(FusedBijector):
     """Planar flow `f(z) = z + u_hat tanh(w.z + b)` on vectors `(..., d)`.
 
     `log|det df/dz| = log(1 + (w.u_hat) tanh'(w.z + b))`, computed as
@@ -125,12 +125,6 @@ class Planar(Bijector):
         y = x + u_hat * jnp.tanh(a)[..., None]
         return y, jnp.log(tanh_slope_term(a, one_plus_wu))
 
-    def forward(self, x):
-        return self.forward_and_log_det(x)[0]
-
-    def forward_log_det_jacobian(self, x):
-        return self.forward_and_log_det(x)[1]
-
     def inverse_and_log_det(self, y):
         y = check_event("Planar", y, self.dim)
         u_hat, one_plus_wu = self.constrained()
@@ -139,6 +133,3 @@ class Planar(Bijector):
         a = alpha + self.b
         x = y - u_hat * jnp.tanh(a)[..., None]
         return x, -jnp.log(tanh_slope_term(a, one_plus_wu))
-
-    def inverse(self, y):
-        return self.inverse_and_log_det(y)[0]

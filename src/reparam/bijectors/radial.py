@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, DTypeLike, PRNGKeyArray
 
-from .base import Bijector
+from .base import FusedBijector
 from .planar import check_event, default_float
 
 
@@ -17,7 +17,7 @@ def safe_norm(v: Array) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-class Radial(Bijector):
+class Radial(FusedBijector):
     """Radial flow `f(z) = z + beta h(r) (z - z0)`, `h = 1 / (alpha + r)`, `r = ||z - z0||`, on
     vectors `(..., d)`.
 
@@ -75,12 +75,6 @@ class Radial(Bijector):
         y = self.z0 + diff * ((s + r) / (alpha + r))[..., None]
         return y, self._log_det(r, alpha, s)
 
-    def forward(self, x):
-        return self.forward_and_log_det(x)[0]
-
-    def forward_log_det_jacobian(self, x):
-        return self.forward_and_log_det(x)[1]
-
     def inverse_and_log_det(self, y):
         y = check_event("Radial", y, self.dim)
         alpha, s = self.constrained()
@@ -92,6 +86,3 @@ class Radial(Bijector):
         r = jnp.where(half_b > 0, rho * alpha / jnp.where(half_b > 0, half_b + root, 1.0), root - half_b)
         x = self.z0 + diff * ((alpha + r) / jnp.maximum(s + r, jnp.finfo(r.dtype).tiny))[..., None]
         return x, -self._log_det(r, alpha, s)
-
-    def inverse(self, y):
-        return self.inverse_and_log_det(y)[0]

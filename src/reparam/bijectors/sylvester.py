@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, DTypeLike, PRNGKeyArray
 
-from .base import Bijector
+from .base import FusedBijector
 from .planar import check_event, default_float, solve_monotone_tanh, tanh_slope_term
 
 
@@ -25,7 +25,7 @@ def triangular(raw: Array) -> Array:
     return jnp.triu(raw, 1) + jnp.diag(jnp.tanh(jnp.diagonal(raw)))
 
 
-class Sylvester(Bijector):
+class Sylvester(FusedBijector):
     """Orthogonal Sylvester flow `f(z) = z + Q R tanh(R_tilde Q^T z + b)` on vectors `(..., d)`.
 
     `Q` `(d, M)`, `M <= d`, has orthonormal columns (reduced QR of a raw matrix, `orthonormal_columns`);
@@ -92,12 +92,6 @@ class Sylvester(Bijector):
         y = x + (jnp.tanh(a) @ r.T) @ q.T
         return y, jnp.sum(jnp.log(tanh_slope_term(a, one_plus)), axis=-1)
 
-    def forward(self, x):
-        return self.forward_and_log_det(x)[0]
-
-    def forward_log_det_jacobian(self, x):
-        return self.forward_and_log_det(x)[1]
-
     def inverse_and_log_det(self, y):
         y = check_event("Sylvester", y, self.dim)
         q, r, rt, one_plus = self.constrained()
@@ -116,6 +110,3 @@ class Sylvester(Bijector):
         a = v @ rt.T + self.b
         x = y - (th @ r.T) @ q.T
         return x, -jnp.sum(jnp.log(tanh_slope_term(a, one_plus)), axis=-1)
-
-    def inverse(self, y):
-        return self.inverse_and_log_det(y)[0]
