@@ -33,3 +33,13 @@ settings.load_profile("ci")
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+@pytest.fixture
+def as_users_run_it():
+    """JAX's default settings, as `reparam` itself runs: float32 by default and standard dtype
+    promotion (gymnax environments are not float64-clean, and optax's Adam mixes a Python float with
+    its int32 step count, which strict promotion rejects). Use with
+    `pytestmark = pytest.mark.usefixtures("as_users_run_it")`."""
+    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
+        yield

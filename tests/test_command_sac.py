@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tyro
@@ -17,12 +16,7 @@ from reparam.cli import main
 from reparam.commands import sac
 from reparam.runs import RUN_FORMAT, write_json
 
-
-@pytest.fixture(autouse=True)
-def _as_users_run_it():
-    """Default JAX settings, as `reparam` runs (see tests/test_compiled.py)."""
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
-        yield
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
 
 def rows_of(folder):

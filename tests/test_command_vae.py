@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import pytest
 import tyro
 
@@ -13,13 +12,7 @@ from reparam.cli import main
 from reparam.commands.vae import VAECommand
 from reparam.commands.vae import main as run
 
-
-@pytest.fixture(autouse=True)
-def _as_users_run_it():
-    """Default JAX settings (float32; optax's Adam mixes a Python float with its int32 step count,
-    which strict promotion rejects)."""
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
-        yield
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
 
 def rows_of(folder):

@@ -16,14 +16,7 @@ from reparam.rl.agent import sac_agent
 from reparam.rl.compiled import RunSpec, make_train, rows
 from reparam.rl.sac import METRICS, SACConfig
 
-
-@pytest.fixture(autouse=True)
-def _as_users_run_it():
-    """Default JAX settings here: gymnax environments are not float64-clean (their reset and step
-    disagree on dtypes under x64), and optax's Adam mixes a Python float with its int32 step count,
-    which strict promotion rejects."""
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
-        yield
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
 
 SMALL = SACConfig(hidden_sizes=(64, 64), batch_size=64, learning_starts=500, learning_rate=1e-3)

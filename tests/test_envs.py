@@ -24,11 +24,7 @@ from reparam.rl.envs import (
     make_jax_env,
 )
 
-
-@pytest.fixture(autouse=True)
-def _as_users_run_it():
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
-        yield
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,7 @@ import pytest
 from reparam.rl.envs import make_gym_env, make_jax_env
 from reparam.rl.evaluate import evaluate_gym, evaluate_jax
 
-
-@pytest.fixture(autouse=True)
-def _as_users_run_it():
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
-        yield
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
 
 def test_evaluate_gym_returns_full_episode_returns():

@@ -19,13 +19,7 @@ from reparam.distributions import MultivariateNormal, kl_divergence
 from reparam.models.categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective
 from reparam.models.vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
-
-@pytest.fixture(autouse=True)
-def _as_users_run_it():
-    """Default JAX settings (float32; optax's Adam mixes a Python float with its int32 step count,
-    which strict promotion rejects)."""
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
-        yield
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
 
 def keys(seed: int, n: int):
