@@ -12,7 +12,7 @@ Run from the repository root (set-up in benchmarks/README.md):
 **cost** (the default) -- XLA's cost analysis of one `update` (reparam's SAC update, names from
 `sac_common.rl()`) at paper sizes (Pendulum: obs 3, action 1, batch 256, 256x256), the time per
 update both as one jitted call per update and as a `lax.scan` of `--scan-length` updates in one call
-(the host loop's training kernel `train_phase`: batch sampling from a 20,000-row buffer + update, no
+(the training kernel both loops call, `sac.gradient_steps`: batch sampling from a 20,000-row buffer + update, no
 dispatch), and the measured float32 matmul throughput (2048x2048 and 256x256 matmuls under jit):
 achieved GFLOP/s and the fraction of that peak. Writes a JSON (`--out`) and prints the tables.
 

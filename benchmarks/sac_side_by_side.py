@@ -31,12 +31,12 @@ and after each run. Per run:
   left out) and `b = total_steps - 1` (the host loop's final evaluation is left out). Compiled: the
   program is compiled ahead of time (`.lower().compile()`, timed separately as *compile*), chunk 0
   (steps 1..1,000) is the warm-up, and the rate is the steps of chunks 1.. divided by their time.
-  For the host loop the library's own figure (`HostLoopResult.steps_per_second`, which also leaves
-  out compiling steps) is kept as `host_internal_steps_per_second`.
+  For the host loop the loop's own training-phase rate (`steps_per_second` of the adapter's
+  result, which also leaves out compiling steps) is kept as `host_internal_steps_per_second`.
 - *return*: the final policy's deterministic action on a fresh Gymnasium Pendulum-v1, 10 episodes
   with reset seeds `EVAL_SEED + i` -- the same episodes for every contender and seed. SB3 and SBX
   through `model.predict(obs, deterministic=True)`, reparam through `tanh(mu)` rescaled to the bounds
-  (`deterministic_action`). reparam's own final evaluations are kept too.
+  (the agent's `act`, via `sac_common.rl().acting`). reparam's own final evaluations are kept too.
 - peak RSS of the process (`ru_maxrss`).
 The SB3 process runs with `OMP_WAIT_POLICY=PASSIVE` (`--sb3-omp-wait-policy`).
 """

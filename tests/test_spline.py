@@ -159,6 +159,7 @@ RAW = st.floats(-20.0, 20.0)  # softmax ratios up to e^40: bins at their minimum
 INPUT = st.floats(-2 * B, 2 * B)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=50)
 @given(
     widths=st.lists(RAW, min_size=K, max_size=K),
@@ -167,22 +168,10 @@ INPUT = st.floats(-2 * B, 2 * B)
     x_extra=st.lists(INPUT, min_size=8, max_size=8),
     y_extra=st.lists(INPUT, min_size=8, max_size=8),
 )
-def test_spline_properties_float64(widths, heights, derivatives, x_extra, y_extra):
+def test_spline_properties(dtype, widths, heights, derivatives, x_extra, y_extra):
     """Round trips, log-dets vs jacfwd, knot interpolation, identity tails, finite gradients with
     respect to inputs and parameters, at the edges, knots, their neighbours and the far tails."""
-    check_spline(widths, heights, derivatives, x_extra, y_extra, "float64")
-
-
-@settings(max_examples=50)
-@given(
-    widths=st.lists(RAW, min_size=K, max_size=K),
-    heights=st.lists(RAW, min_size=K, max_size=K),
-    derivatives=st.lists(RAW, min_size=K - 1, max_size=K - 1),
-    x_extra=st.lists(INPUT, min_size=8, max_size=8),
-    y_extra=st.lists(INPUT, min_size=8, max_size=8),
-)
-def test_spline_properties_float32(widths, heights, derivatives, x_extra, y_extra):
-    check_spline(widths, heights, derivatives, x_extra, y_extra, "float32")
+    check_spline(widths, heights, derivatives, x_extra, y_extra, dtype)
 
 
 @pytest.mark.parametrize("scale", [1.0, 10.0])
