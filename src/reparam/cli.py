@@ -1,22 +1,34 @@
-"""The `reparam` command line: one table of commands, each a config dataclass and a `main`."""
+"""The `reparam` command line: every module of `reparam.commands` that defines `COMMAND` is a command.
+
+A command module declares `COMMAND = (name, config dataclass, main)`; adding a command is adding a
+module, with no table to edit.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 from collections.abc import Callable
 
 import tyro
 from rich.console import Console
 
-from .commands import bnn, estimators, evaluate, sac, vae
+from . import commands
 
-COMMANDS: dict[str, tuple[type, Callable]] = {
-    "sac": (sac.SACCommand, sac.main),
-    "evaluate": (evaluate.EvaluateCommand, evaluate.main),
-    "estimators": (estimators.EstimatorsCommand, estimators.main),
-    "vae": (vae.VAECommand, vae.main),
-    "bnn": (bnn.BNNCommand, bnn.main),
-}
+
+def discover_commands() -> dict[str, tuple[type, Callable]]:
+    """name -> (config dataclass, `main(config, console)`), from every `reparam.commands` module's `COMMAND`."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(module, "COMMAND"):
+            name, config, run = module.COMMAND
+            found[name] = (config, run)
+    return found
+
+
+COMMANDS: dict[str, tuple[type, Callable]] = discover_commands()
 """name -> (config dataclass, `main(config, console)`); `reparam <name> --help` lists the options."""
 
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)

@@ -331,3 +331,7 @@ def draw(config: BNNCommand, table, model, rows: list[dict], folder: Path, key) 
             )
             written.append("entropy.png")
     return written
+
+
+COMMAND = ("bnn", BNNCommand, main)
+"""This module's entry in the `reparam` command table: (name, config dataclass, main)."""

@@ -207,3 +207,7 @@ def main(config: EstimatorsCommand, console: Console | None = None, *, stop_afte
         files=(f"variance_vs_{swept}.png", f"snr_vs_{swept}.png", "variance_vs_num_samples.png", "results.json"),
     )
     return drive(job, run, console, stop_after=stop_after)
+
+
+COMMAND = ("estimators", EstimatorsCommand, main)
+"""This module's entry in the `reparam` command table: (name, config dataclass, main)."""

@@ -46,3 +46,7 @@ def main(config: EvaluateCommand, console: Console | None = None) -> list[float]
         soft_wrap=True,
     )
     return returns
+
+
+COMMAND = ("evaluate", EvaluateCommand, main)
+"""This module's entry in the `reparam` command table: (name, config dataclass, main)."""

@@ -215,3 +215,7 @@ def finished(config: SACCommand, policies, all_rows: list[dict]) -> list[str]:
         f"Final evaluation return {final.mean():.1f} (min {final.min():.1f}, max {final.max():.1f}) over "
         f"{len(final)} seed(s) after {steps[-1]:,} steps"
     ]
+
+
+COMMAND = ("sac", SACCommand, main)
+"""This module's entry in the `reparam` command table: (name, config dataclass, main)."""

@@ -287,3 +287,7 @@ def main(config: VAECommand, console: Console | None = None, *, stop_after: int 
         files=(*pictures, "model.eqx"),
     )
     return drive(job, run, console or Console(), tensorboard=config.tensorboard, stop_after=stop_after)
+
+
+COMMAND = ("vae", VAECommand, main)
+"""This module's entry in the `reparam` command table: (name, config dataclass, main)."""
