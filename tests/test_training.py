@@ -312,3 +312,51 @@ def test_fit_errors():
     )
     with pytest.raises(FloatingPointError, match="the training loss is nan in epoch 1"):
         fit(lambda p, b, k, s: (jnp.float32(jnp.nan) * p["b"], {}), ZERO, data, **kwargs)
+
+
+# --- exponential moving average of the weights ---------------------------------------------------
+
+from reparam.training import ema_decay, ema_tracker, ema_update, init_ema  # noqa: E402
+
+
+def test_ema_decay_warms_up():
+    steps = jnp.asarray([0, 80, 890, 10**6], jnp.int32)
+    np.testing.assert_allclose(np.asarray(ema_decay(steps, 0.999)), [0.1, 0.9, 0.99, 0.999], rtol=1e-6)
+    assert float(ema_decay(10**6, 0.5)) == 0.5
+
+
+def test_ema_tracker_in_an_epoch_equals_the_recursion_by_hand():
+    """make_epoch with ema_tracker: state.extra equals the EMA recursion over the iterates the steps
+    started from, computed by hand from a replay of the same steps (float64)."""
+    x, y = regression(n=64)
+    x, y = x.astype(jnp.float64), y.astype(jnp.float64)
+    params = {"w": jnp.zeros(3, jnp.float64), "b": jnp.zeros((), jnp.float64)}
+
+    def loss_fn(p, batch, key, state):
+        bx, by = batch
+        return jnp.mean(jnp.square(bx @ p["w"] + p["b"] - by)), {}
+
+    optimizer = optax.sgd(0.1)
+    with jax.numpy_dtype_promotion("standard"):
+        epoch = make_epoch(loss_fn, optimizer, 16, update_extra=ema_tracker(0.5))
+        state = init_train_state(params, optimizer, extra=init_ema(params))
+        state, _ = jax.jit(epoch)(state, jax.random.key(0), (x, y))
+        # replay: the same batches, plain steps, the recursion by hand
+        k_shuffle, _ = jax.random.split(jax.random.key(0))
+        order = np.asarray(jax.random.permutation(k_shuffle, 64))
+        step = make_step(loss_fn, optimizer)
+        replay = init_train_state(params, optimizer)
+        average = dict(params)
+        for i in range(4):
+            rows = order[16 * i : 16 * (i + 1)]
+            d = min(0.5, (1 + i) / (10 + i))
+            average = {k: d * average[k] + (1 - d) * replay.params[k] for k in params}
+            replay, _ = step(replay, (x[rows], y[rows]), jax.random.key(0))
+    for k in params:
+        np.testing.assert_allclose(np.asarray(state.extra[k]), np.asarray(average[k]), rtol=1e-6)  # d is float32
+    assert not np.allclose(np.asarray(state.extra["w"]), np.asarray(state.params["w"]))
+
+
+def test_ema_update_bad_decay():
+    one_line_error("decay must be in [0, 1)", ema_update, {"a": jnp.zeros(2)}, {"a": jnp.ones(2)}, 0, 1.0)
+    one_line_error("decay must be in [0, 1)", ema_tracker, -0.1)
