@@ -17,6 +17,7 @@ from reparam.data.energies import (
     energy,
     in_box,
     log_normaliser,
+    plane_target_log_prob,
     target_log_prob,
     to_box,
 )
@@ -127,6 +128,21 @@ def test_to_box_maps_the_plane_onto_the_open_box_with_the_tanh_log_det():
     np.testing.assert_allclose(np.asarray(box.inverse(y[:1])), np.asarray(x[:1]), rtol=1e-5)  # 4 tanh(30) == 4
 
 
+@pytest.mark.parametrize("name", ENERGIES)
+def test_plane_target_is_the_box_target_pulled_back_by_to_box(name):
+    x = jnp.asarray([[0.1, -0.3], [1.5, 0.7], [-2.0, 9.5], [40.0, -3.0]], jnp.float64)
+    z, log_det = to_box(jnp.float64).forward_and_log_det(x)
+    expected = target_log_prob(name, z) + log_det.sum(-1)
+    np.testing.assert_allclose(np.asarray(plane_target_log_prob(name, x)), np.asarray(expected), rtol=1e-12)
+    # and it integrates to Z on the plane: Gauss-Legendre in t = tanh(x) is the box rule again, so use a
+    # plain midpoint grid in x on [-6, 6]^2 (the pulled-back mass beyond |x_i| = 6 is at most 1 - tanh 6 = 1.2e-5 of Z)
+    g = np.linspace(-6, 6, 1201)
+    mid = 0.5 * (g[1:] + g[:-1])
+    xx = jnp.asarray(np.stack(np.meshgrid(mid, mid, indexing="ij"), -1), jnp.float64)
+    mass = float(jnp.sum(jnp.exp(plane_target_log_prob(name, xx)))) * (g[1] - g[0]) ** 2
+    np.testing.assert_allclose(math.log(mass), log_normaliser(name), atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -134,6 +150,7 @@ def test_to_box_maps_the_plane_onto_the_open_box_with_the_tanh_log_det():
         lambda: energy("banana", jnp.zeros(2)),
         lambda: target_log_prob("u1", jnp.zeros(2)),
         lambda: log_normaliser("U0"),
+        lambda: plane_target_log_prob("U12", jnp.zeros(2)),
     ],
 )
 def test_unknown_energy_names_get_a_one_line_error(call):
