@@ -161,7 +161,7 @@ def _unit_maker(
                 conditioner = eqx.tree_at(
                     lambda c: c.net, conditioner, mlp(dim, 2 * dim, hidden_sizes, zero_output=True, key=key)
                 )
-            return MaskedCoupling(kept, conditioner)
+            return MaskedCoupling(kept.astype(np.int32), conditioner)  # 0/1 ints: its check compares with 0 and 1
         if name == "nsf":
             width, depth = (hidden_sizes or (1,))[0], len(hidden_sizes)
             coupling = SplineCoupling(
