@@ -1,0 +1,155 @@
+"""`reparam diffusion`: tiny runs on a toy, binarized digits (conditional, guided) and 17-level digits
+write the final metrics (test bound and terms, ODE NLL, bits/dim) and pictures; a killed run resumes
+exactly; a short toy training really lowers the bound; bad settings fail in one line."""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+from reparam.cli import main
+from reparam.commands import diffusion as command
+from reparam.commands.diffusion import DiffusionCommand
+from reparam.commands.diffusion import main as run
+
+pytestmark = pytest.mark.usefixtures("as_users_run_it")
+
+FINAL = {"test_bound", "test_prior", "test_diffusion", "test_decoder", "test_ode_nll"}
+TIMING = ("examples_per_s", "eval_seconds", "sampling_seconds")
+TOY = dict(
+    data="8gaussians",
+    steps=20,
+    epochs=3,
+    train_size=400,
+    test_size=200,
+    hidden_sizes=(32, 32),
+    embedding_dim=8,
+    batch_size=100,
+    num_samples=200,
+    ode_steps=3,
+    sampler="ddim",
+    sample_steps=10,
+)
+
+
+def rows_of(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_toy_run_writes_its_metrics_and_pictures(tmp_path):
+    out = tmp_path / "toy"
+    args = ["diffusion", "--out", str(out)]
+    for name, value in TOY.items():
+        flag = "--" + name.replace("_", "-")
+        args += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
+    assert main(args) == 0
+    for name in ("samples.png", "trajectory.png", "bound_terms.png", "model.eqx", "metrics.csv", "checkpoint.eqx"):
+        assert (out / name).exists(), name
+    rows = rows_of(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 3]
+    assert {"train_loss", "train_mse_eps", "test_loss_elbo"} <= set(rows[0])
+    final = rows[-1]
+    assert FINAL <= set(final) and {"sample_mmd", "noise_floor_mmd", "sample_sliced_w", "test_true_nll"} <= set(final)
+    parts = final["test_prior"] + final["test_diffusion"] + final["test_decoder"]
+    assert final["test_bound"] == pytest.approx(parts, rel=1e-5)
+    assert final["test_prior"] >= 0 and final["test_diffusion"] >= 0
+    assert final["distance_points"] == 200
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    """Stopped after epoch 1 of 3 and resumed: metrics (timing aside) and the EMA weights equal those
+    of the uninterrupted run bit for bit (fresh toy points per epoch come from the run's keys)."""
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    run(DiffusionCommand(**TOY, out=whole))
+    run(DiffusionCommand(**TOY, out=part), stop_after=1)
+    assert len(rows_of(part)) == 1
+    run(DiffusionCommand(resume=part))
+    assert without_timing(rows_of(part)) == without_timing(rows_of(whole))
+    assert (part / "model.eqx").read_bytes() == (whole / "model.eqx").read_bytes()
+
+
+def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_path):
+    """Eight Gaussians, T = 20, 600 steps of a 64x64 MLP. The untrained network predicts eps = 0, so
+    its denoised mean is z / alpha and its bound is far off (about 950 nats here); trained, the bound
+    must fall below 20 nats (about 15 is reached; the true NLL is 2.83, and 20 coarse levels leave
+    large KL terms), and the per-epoch held-out loss must fall too."""
+    config = DiffusionCommand(
+        **{**TOY, "epochs": 30, "train_size": 2000, "hidden_sizes": (64, 64), "embedding_dim": 16}, out=tmp_path / "r"
+    )
+    rows = run(config)
+    keys = command.Keys(*jax.random.split(jax.random.key(config.seed), 6))
+    data = command.load_data(config, keys.data)
+    compiled_config = command.dataclasses.replace(
+        config, seed=0, epochs=1, out=command.Path("."), resume=None, tensorboard=False, guidance=0.0, num_samples=1
+    )
+    compiled = command.programs(compiled_config)
+    untrained = eqx.filter(command.make_network(compiled_config, keys.init), eqx.is_inexact_array)
+    before = float(np.mean(compiled.bound(untrained, data.test, keys.final)["total"]))
+    after = rows[-1]["test_bound"]
+    assert before > 100 and after < 20, (before, after)
+    assert rows[-2]["test_loss_elbo"] < rows[0]["test_loss_elbo"]
+
+
+@pytest.mark.parametrize("data", ["digits", "digits17"])
+def test_digits_runs_write_bits_per_dim_and_class_samples(tmp_path, data):
+    out = tmp_path / data
+    conditional = data == "digits"
+    config = DiffusionCommand(
+        data=data,
+        schedule="cosine" if conditional else "vdm",
+        predict="v" if conditional else "eps",
+        steps=10,
+        epochs=1,
+        hidden_sizes=(16,),
+        embedding_dim=8,
+        batch_size=300,
+        num_samples=20,
+        ode_steps=1,
+        conditional=conditional,
+        guidance=1.0 if conditional else 0.0,
+        out=out,
+    )
+    run(config)
+    final = rows_of(out)[-1]
+    assert FINAL | {"test_bound_bpd", "test_ode_nll_bpd"} <= set(final)
+    assert final["test_bound_bpd"] == pytest.approx(final["test_bound"] / (64 * np.log(2)), rel=1e-6)
+    assert (out / "class_samples.png").exists() == conditional
+    # a bound on a discrete NLL is positive (the decoder term too: a probability is at most 1)
+    assert final["test_bound"] > 0 and final["test_decoder"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "mnist"], "unknown --data 'mnist'"),
+        (["--schedule", "quadratic"], "unknown --schedule 'quadratic'"),
+        (["--sampler", "euler"], "unknown --sampler 'euler'"),
+        (["--predict", "score"], "unknown --predict 'score'"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "10", "--sample-steps", "20"], "--sample-steps 20 exceeds --steps 10"),
+        (["--steps", "10", "--eval-steps", "11"], "--eval-steps 11 exceeds --steps 10"),
+        (["--conditional"], "--conditional needs class labels"),
+        (["--data", "digits", "--guidance", "1"], "needs a value >= 0 and --conditional"),
+        (["--data", "digits", "--hidden-sizes", "32", "64"], "share one width"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path, capsys, args, message):
+    assert main(["diffusion", "--out", str(tmp_path / "x"), *args]) == 2
+    said = capsys.readouterr().out
+    assert message in " ".join(said.split()) and said.count("\n") == 1, said
+    assert not (tmp_path / "x").exists()
+
+
+def test_vdm_allows_more_sample_steps_than_steps(tmp_path):
+    """Continuous time has no fixed levels: --sample-steps above --steps is allowed there."""
+    DiffusionCommand(schedule="vdm", steps=10, sample_steps=50, eval_steps=40).check()
+    with pytest.raises(ValueError, match="exceeds --steps"):
+        DiffusionCommand(schedule="cosine", steps=10, sample_steps=50).check()
