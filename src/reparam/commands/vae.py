@@ -18,6 +18,7 @@ from rich.console import Console
 from .. import training
 from ..data import Dataset, binarize_dynamic, binarize_static, load_dataset
 from ..models import objectives as O
+from ..models.flow_posteriors import parse_posterior
 from ..models.pictures import draw_vae_pictures
 from ..runs import Job, compile_once, drive, open_run, resolve_config, serialise, write_atomic
 
@@ -28,6 +29,10 @@ class VAECommand:
 
     latent: Literal["gaussian", "categorical"] = "gaussian"
     """Latent variables: Gaussian (pathwise gradients) or categorical (trained by --estimator)."""
+    posterior: str = "gaussian"
+    """q(z | x) of a Gaussian latent: 'gaussian' (diagonal), or the Gaussian pushed through K flow layers
+    whose parameters the encoder outputs per image: 'planar:K', 'sylvester:K', or 'iaf:K' (the encoder
+    gives K conditional MADE layers a context vector)."""
     dataset: str = "digits"
     """'digits' (scikit-learn's 8x8 digits, bundled) or 'mnist:PATH' (IDX folder or .npz)."""
     epochs: int = 100
@@ -44,8 +49,9 @@ class VAECommand:
     """Training objective (Gaussian latent): the ELBO or the importance-weighted bound IWAE_k."""
     k: int = 5
     """Importance samples of the IWAE training objective."""
-    kl: Literal["closed", "mc"] = "closed"
-    """KL term of the ELBO objective: closed form, or Monte Carlo from the same samples."""
+    kl: Literal["closed", "mc"] | None = None
+    """KL term of the ELBO objective: closed form, or Monte Carlo from the same samples (default: closed
+    for a Gaussian or categorical posterior, Monte Carlo for a flow posterior, which has no closed form)."""
     num_samples: int = 1
     """Latent samples per example in each ELBO estimate while training (REINFORCE: >= 2 uses the
     leave-one-out baseline, 1 a moving average of the learning signal)."""
@@ -101,11 +107,16 @@ class VAECommand:
                 "need --learning-rate > 0, --min-temperature > 0, --anneal-rate >= 0; got "
                 f"{self.learning_rate}, {self.min_temperature}, {self.anneal_rate}"
             )
+        kind, _ = parse_posterior(self.posterior)
+        if kind != "gaussian" and self.latent != "gaussian":
+            raise ValueError(f"--posterior {self.posterior} needs --latent gaussian (flows act on continuous latents)")
+        if kind != "gaussian" and self.kl == "closed":
+            raise ValueError(f"--posterior {self.posterior} has no closed-form KL: use --kl mc (the default for flows)")
         if self.latent == "gaussian" and self.estimator is not None:
             raise ValueError(
                 f"--estimator {self.estimator} is for --latent categorical; a Gaussian latent trains pathwise"
             )
-        if self.latent == "categorical" and (self.objective != "elbo" or self.kl != "closed"):
+        if self.latent == "categorical" and (self.objective != "elbo" or self.kl == "mc"):
             raise ValueError(
                 "--latent categorical trains the ELBO with the closed-form KL (--objective elbo --kl closed)"
             )
@@ -121,7 +132,9 @@ class VAECommand:
         """A short name of the model, for the progress bar and pictures."""
         if self.latent == "categorical":
             return f"categorical VAE {self.latent_dim}x{self.num_categories}, {self.estimator or 'gumbel'}"
-        return f"Gaussian VAE d={self.latent_dim}, " + (f"IWAE k={self.k}" if self.objective == "iwae" else "ELBO")
+        posterior = "" if self.posterior == "gaussian" else f" {self.posterior} posterior,"
+        objective = f"IWAE k={self.k}" if self.objective == "iwae" else "ELBO"
+        return f"Gaussian VAE d={self.latent_dim},{posterior} {objective}"
 
 
 class Splits(NamedTuple):
@@ -180,7 +193,10 @@ def prepare(config: VAECommand, data: Dataset, key) -> Splits:
 def programs(config: VAECommand, data_dim: int):
     """The model's static half and the compiled epoch, bounds and log-likelihood for one setting."""
     shapes = eqx.filter_eval_shape(O.init_vae, config, data_dim, jax.random.key(0))
-    _, static = eqx.partition(shapes, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
+    trained = lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct) and jnp.issubdtype(leaf.dtype, jnp.inexact)
+    if not all(map(trained, jax.tree_util.tree_leaves(shapes))):  # fixed integer arrays (IAF's orders, masks)
+        shapes, trained = O.init_vae(config, data_dim, jax.random.key(0)), eqx.is_inexact_array  # need values
+    _, static = eqx.partition(shapes, trained)
     model = lambda params: eqx.combine(params, static)
     reinforce = config.latent == "categorical" and config.estimator == "reinforce"
     epoch = training.make_epoch(

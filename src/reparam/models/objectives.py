@@ -2,7 +2,7 @@
 on a whole data set (in bounded memory, through `training.evaluate`).
 
 `config` below is any object with the fields of `reparam.commands.vae.VAECommand` that are read
-(latent, latent_dim, num_categories, hidden_sizes, likelihood, objective, k, kl, num_samples,
+(latent, posterior, latent_dim, num_categories, hidden_sizes, likelihood, objective, k, kl, num_samples,
 estimator, min_temperature, anneal_rate).
 """
 
@@ -17,6 +17,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ..training import TrainState, evaluate
 from .categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective, relaxed_objective
+from .flow_posteriors import FlowVAE, parse_posterior
 from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound
 
 BASELINE_DECAY = 0.9
@@ -25,13 +26,30 @@ EVAL_BATCH = 100
 """Examples per evaluation chunk (bounds the memory of large-K estimates)."""
 
 
-def init_vae(config, data_dim: int, key: PRNGKeyArray) -> GaussianVAE | CategoricalVAE:
+def init_vae(config, data_dim: int, key: PRNGKeyArray) -> GaussianVAE | FlowVAE | CategoricalVAE:
     """The VAE `config` describes, for `data_dim`-dimensional data."""
     if config.latent == "gaussian":
-        return GaussianVAE(data_dim, config.latent_dim, tuple(config.hidden_sizes), config.likelihood, key=key)
+        hidden = tuple(config.hidden_sizes)
+        kind, layers = parse_posterior(config.posterior)
+        if kind == "gaussian":
+            return GaussianVAE(data_dim, config.latent_dim, hidden, config.likelihood, key=key)
+        return FlowVAE(data_dim, config.latent_dim, kind, layers, hidden, config.likelihood, key=key)
     return CategoricalVAE(
         data_dim, config.latent_dim, config.num_categories, tuple(config.hidden_sizes), config.likelihood, key=key
     )
+
+
+def kl_term(config) -> str:
+    """The ELBO's KL route: `config.kl` when set, else 'closed' where a closed form exists (Gaussian
+    posterior) and 'mc' (from the same samples) for a flow posterior."""
+    if config.kl is not None:
+        return config.kl
+    return "closed" if config.posterior == "gaussian" else "mc"
+
+
+def evaluation_kl(model) -> str:
+    """The KL route of the scored ELBO: Monte Carlo for a flow posterior, closed form otherwise."""
+    return "mc" if isinstance(model, FlowVAE) else "closed"
 
 
 def temperature_at(config, step: Array) -> Array:
@@ -47,13 +65,13 @@ def vae_loss(config, static: PyTree) -> Callable:
     surrogate); `signal` is REINFORCE's mean learning signal (0 otherwise), which `update_baseline`
     averages into `state.extra`. `static` is the model's non-array half (`eqx.partition`).
     """
-    n, zero = config.num_samples, jnp.zeros((), jnp.float32)
+    n, zero, kl = config.num_samples, jnp.zeros((), jnp.float32), kl_term(config)
 
     def objective(model, x, key, state: TrainState) -> tuple[Array, Array]:
         if config.latent == "gaussian":
             if config.objective == "iwae":
                 return jnp.mean(iwae_bound(model, x, key, config.k)), zero
-            return jnp.mean(elbo(model, x, key, kl=config.kl, num_samples=n)), zero
+            return jnp.mean(elbo(model, x, key, kl=kl, num_samples=n)), zero
         if config.estimator == "reinforce":
             surrogate, signal = reinforce_objective(model, x, key, state.extra, num_samples=n)
             return jnp.mean(surrogate), jnp.mean(signal).astype(jnp.float32)
@@ -77,9 +95,11 @@ def update_baseline(state: TrainState, metrics: dict) -> Array:
 
 
 def dataset_elbo(model, x: Array, key: PRNGKeyArray) -> Array:
-    """The data set's mean ELBO (closed-form KL, one sample per example; for a categorical latent the
-    true discrete ELBO, whatever trained it), `EVAL_BATCH` examples at a time."""
-    return evaluate(lambda xb, k: elbo(model, xb, k), x, key, EVAL_BATCH)
+    """The data set's mean ELBO (one sample per example; closed-form KL, Monte Carlo for a flow
+    posterior; for a categorical latent the true discrete ELBO, whatever trained it), `EVAL_BATCH`
+    examples at a time."""
+    kl = evaluation_kl(model)
+    return evaluate(lambda xb, k: elbo(model, xb, k, kl=kl), x, key, EVAL_BATCH)
 
 
 def dataset_log_likelihood(model, x: Array, key: PRNGKeyArray, k: int) -> Array:

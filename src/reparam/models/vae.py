@@ -33,6 +33,11 @@ def positive(raw: Array) -> Array:
     return jax.nn.softplus(raw) + MIN_SCALE
 
 
+def standard_normal_prior(latent_dim: int) -> MultivariateNormalDiag:
+    """p(z) = N(0, I) in float32, batch `()`, event `(latent_dim,)`."""
+    return MultivariateNormalDiag(jnp.zeros(latent_dim, jnp.float32), jnp.ones(latent_dim, jnp.float32))
+
+
 class Decoder(eqx.Module):
     """`p(x | z)` over `(D,)` events: `Bernoulli(logits = net(z))` for binary data, or
     `Normal(net(z), sigma)` with a learned per-dimension `sigma` for continuous data."""
@@ -95,7 +100,7 @@ class GaussianVAE(eqx.Module):
 
     def prior(self) -> MultivariateNormalDiag:
         """p(z) = N(0, I), batch `()`, event `(latent_dim,)`."""
-        return MultivariateNormalDiag(jnp.zeros(self.latent_dim, jnp.float32), jnp.ones(self.latent_dim, jnp.float32))
+        return standard_normal_prior(self.latent_dim)
 
     def likelihood(self, z: Array) -> Independent:
         """z `(..., latent_dim)` -> p(x | z) with batch `(...)` and event `(D,)` (the decoder)."""
