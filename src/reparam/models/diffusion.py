@@ -18,14 +18,15 @@ Conventions (one for discrete and continuous time):
   schedules (Ho's `x_1`), `t = 0` for continuous ones (VDM's `z_0`).
 - A **network** is any callable `predict(z, t) -> output`: `z` of shape `(B, *event)`, `t` of shape
   `(B,)`, output of `z`'s shape holding the parameterization's target (`eps`, `x0` or `v`). A
-  conditional network takes the context as a third argument, `predict(z, t, context)`; bind it
-  (`lambda z, t: net(z, t, y)`) to use the functions here, or let the chunked evaluators and
-  `make_loss_fn` bind it from `(x, context)` data.
+  conditional network takes the context as a third argument, `predict(z, t, context)` with
+  `context` `(B, ...)`: every function here takes `context=None` and passes it on when given
+  (`make_loss_fn` and the chunked evaluators take it from `(x, context)` data).
 - **Shapes**: data `x` is `(B, *event)`; per-example results are `(B,)`, summed over the event.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -45,6 +46,7 @@ __all__ = [
     "DiscreteSchedule",
     "Schedule",
     "alpha_sigma",
+    "call",
     "check_prediction",
     "convert_prediction",
     "diffusion_loss",
@@ -344,6 +346,7 @@ def diffusion_loss(
     *,
     prediction: Prediction = "eps",
     weighting: Literal["simple", "elbo"] = "simple",
+    context: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """The denoising loss on a batch `x0` `(B, *event)`: `(scalar loss, {"mse_eps": ...})`.
 
@@ -364,7 +367,7 @@ def diffusion_loss(
     z = q.rsample(k_eps)
     eps = q.standardize(z)
     alpha, sigma, _ = alpha_sigma(schedule, t, x0)
-    output = predict(z, t)
+    output = call(predict, z, t, context)
     _, eps_hat = split_prediction(output, z, alpha, sigma, prediction)
     eps_error = _sum_event(jnp.square(eps_hat - eps))
     metrics = {"mse_eps": jnp.mean(eps_error) / _event_size(x0)}
@@ -398,19 +401,16 @@ def make_loss_fn(
         raise ValueError("drop_probability > 0 needs a null_context (the context that means 'no condition')")
 
     def loss_fn(params: PyTree, batch: PyTree, key: PRNGKeyArray, state) -> tuple[Array, dict[str, Array]]:
+        predict = functools.partial(apply, params)
         if not isinstance(batch, (tuple, list)):
-            return diffusion_loss(
-                lambda z, t: apply(params, z, t), schedule, batch, key, prediction=prediction, weighting=weighting
-            )
+            return diffusion_loss(predict, schedule, batch, key, prediction=prediction, weighting=weighting)
         x, context = batch
         k_drop, key = jax.random.split(key)
         if drop_probability > 0:
             drop = jax.random.bernoulli(k_drop, drop_probability, context.shape[:1])
             null = jnp.broadcast_to(jnp.asarray(null_context, context.dtype), context.shape)
             context = jnp.where(_expand(drop, context), null, context)
-        return diffusion_loss(
-            lambda z, t: apply(params, z, t, context), schedule, x, key, prediction=prediction, weighting=weighting
-        )
+        return diffusion_loss(predict, schedule, x, key, prediction=prediction, weighting=weighting, context=context)
 
     return loss_fn
 
@@ -462,6 +462,11 @@ def gaussian_denoiser(
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+def call(predict: Predict, z: Array, t: Array, context: Array | None = None) -> Array:
+    """`predict(z, t)`, or `predict(z, t, context)` when a context is given."""
+    return predict(z, t) if context is None else predict(z, t, context)
+
+
 def _as_float(x: ArrayLike) -> Array:
     x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))

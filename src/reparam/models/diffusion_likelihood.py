@@ -41,6 +41,7 @@ from .diffusion import (
     _as_float,
     _sum_event,
     alpha_sigma,
+    call,
     check_prediction,
     forward,
     split_prediction,
@@ -85,16 +86,17 @@ def decoder_nll(x: Array, x0_hat: Array, scale: Array, decoder: Decoder, levels:
 
 
 def _log_normal_mass(lower: Array, upper: Array, open_below: Array, open_above: Array) -> Array:
-    """`log(Phi(upper) - Phi(lower))` (`lower = -inf` where `open_below`, `upper = inf` where `open_above`),
-    computed in the tail where it is small so it stays finite far from the cell."""
-    # Right of zero use the upper tails, Phi(-lower) - Phi(-upper); left of it the lower ones.
-    right = lower > 0
-    big = jnp.where(right, -lower, upper)  # log_ndtr of the larger mass
+    """`log(Phi(upper) - Phi(lower))`, with `lower = -inf` where `open_below` and `upper = +inf` where
+    `open_above`; computed in the tail where the mass is small (right of zero from the upper tails
+    `Phi(-lower) - Phi(-upper)`), so it stays finite far from the cell. Infinite ends never reach
+    `log_ndtr`, so gradients stay finite too."""
+    right = (lower > 0) & ~open_below
+    big = jnp.where(right, -lower, upper)  # log Phi(big) is the larger term
     small = jnp.where(right, -upper, lower)
-    big = jnp.where(open_above & ~right, jnp.inf, big)
-    small_open = jnp.where(right, open_above, open_below)
-    log_big = log_ndtr(big)
-    log_small = jnp.where(small_open, -jnp.inf, log_ndtr(jnp.where(small_open, 0.0, small)))
+    big_infinite = ~right & open_above
+    small_infinite = jnp.where(right, open_above, open_below)
+    log_big = jnp.where(big_infinite, 0.0, log_ndtr(jnp.where(big_infinite, 0.0, big)))
+    log_small = jnp.where(small_infinite, -jnp.inf, log_ndtr(jnp.where(small_infinite, 0.0, small)))
     return log_big + jnp.log1p(-jnp.exp(log_small - log_big))
 
 
@@ -108,12 +110,14 @@ def variational_bound(
     decoder: Decoder = "gaussian",
     steps: int | None = None,
     levels: int = 17,
+    context: Array | None = None,
 ) -> dict[str, Array]:
     """The bound's terms per example (nats): `prior`, `diffusion` (their sum), `decoder`, `total` `(B,)`
     and `terms` `(B, n)`, the KL terms at `bound_times(schedule, steps)`.
 
     `x` `(B, *event)`; `steps` levels (default the schedule's `T`; at most `T` for discrete ones).
-    One network call per term and one for the decoder, the terms in a `lax.scan`.
+    One network call per term and one for the decoder, the terms in a `lax.scan`. `context`
+    `(B, ...)` goes to a conditional `predict(z, t, context)`.
     """
     check_prediction(prediction)
     if decoder not in DECODERS:
@@ -135,7 +139,7 @@ def variational_bound(
         q = forward(schedule, x, tb, validate=False)
         z = q.rsample(k)
         alpha, sigma, lam_t = alpha_sigma(schedule, tb, x)
-        _, eps_hat = split_prediction(predict(z, tb), z, alpha, sigma, prediction)
+        _, eps_hat = split_prediction(call(predict, z, tb, context), z, alpha, sigma, prediction)
         weight = 0.5 * jnp.expm1(schedule.log_snr(s) - lam_t.reshape(-1))
         return None, weight * _sum_event(jnp.square(eps_hat - q.standardize(z)))
 
@@ -151,7 +155,7 @@ def variational_bound(
     t_low = jnp.full(batch, times[lowest], x.dtype)
     z = forward(schedule, x, t_low, validate=False).rsample(k_dec)
     alpha, sigma, lam = alpha_sigma(schedule, t_low, x)
-    x0_hat, _ = split_prediction(predict(z, t_low), z, alpha, sigma, prediction)
+    x0_hat, _ = split_prediction(call(predict, z, t_low, context), z, alpha, sigma, prediction)
     dec = decoder_nll(x, x0_hat, jnp.exp(-0.5 * lam), decoder, levels)
 
     diffusion = jnp.sum(terms, axis=1)
@@ -167,6 +171,7 @@ def ode_log_likelihood(
     steps: int = 100,
     t_start: float | None = None,
     prior_log_prob: Callable[[Array], Array] | None = None,
+    context: Array | None = None,
 ) -> Array:
     """`log p(z_{t_start} = z)` per example `(B,)` under the probability-flow ODE from the prior at `t = 1`.
 
@@ -177,7 +182,8 @@ def ode_log_likelihood(
     in `lambda` from `lambda(t_start)` to `lambda(1)`: equal steps in log-SNR keep the drift smooth at
     both ends of any schedule (with equal steps in `t`, the cosine schedule's last level alone
     spans 7 units of `lambda`). `t_start` defaults to the lowest level (`1/T` discrete, 0
-    continuous). `prior_log_prob(z_1) -> (B,)` defaults to the standard normal.
+    continuous). `prior_log_prob(z_1) -> (B,)` defaults to the standard normal. `context` `(B, ...)`
+    goes to a conditional `predict(z, t, context)`, one example at a time.
     """
     check_prediction(prediction)
     if not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -195,16 +201,17 @@ def ode_log_likelihood(
         alpha, sigma = jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
         t = jnp.full((1,), schedule.time_at(lam), z.dtype)
 
-        def eps_one(z_flat: Array) -> Array:
+        def eps_one(z_flat: Array, context_one) -> Array:
             z_one = z_flat.reshape((1,) + z.shape[1:])
-            _, eps_hat = split_prediction(predict(z_one, t), z_one, alpha, sigma, prediction)
+            context_one = None if context_one is None else context_one[None]
+            _, eps_hat = split_prediction(call(predict, z_one, t, context_one), z_one, alpha, sigma, prediction)
             return eps_hat.reshape(-1)
 
-        def one(z_flat: Array) -> tuple[Array, Array]:
-            eps_hat, jacobian = eps_one(z_flat), jax.jacfwd(eps_one)(z_flat)
+        def one(z_flat: Array, context_one) -> tuple[Array, Array]:
+            eps_hat, jacobian = eps_one(z_flat, context_one), jax.jacfwd(eps_one)(z_flat, context_one)
             return -0.5 * sigma * (eps_hat - sigma * z_flat), -0.5 * sigma * (jnp.trace(jacobian) - sigma * dim)
 
-        f, tr = jax.vmap(one)(z.reshape(z.shape[0], -1))
+        f, tr = jax.vmap(one)(z.reshape(z.shape[0], -1), context)
         return f.reshape(z.shape), tr
 
     def heun(carry, inputs):
@@ -233,6 +240,7 @@ def ode_bound(
     decoder: Decoder = "gaussian",
     steps: int = 100,
     levels: int = 17,
+    context: Array | None = None,
 ) -> dict[str, Array]:
     """A bound on `-log p(x)` with the ODE as the latent model, per example (nats):
     `-log p(x) <= E_{q(z_l | x)}[-log p(x | z_l) - log p_ode(z_l) + log q(z_l | x)]`, one `z_l` each.
@@ -249,19 +257,19 @@ def ode_bound(
     q = forward(schedule, x, tb, validate=False)
     z, log_q = q.rsample_and_log_prob(key)
     alpha, sigma, lam = alpha_sigma(schedule, tb, x)
-    x0_hat, _ = split_prediction(predict(z, tb), z, alpha, sigma, prediction)
+    x0_hat, _ = split_prediction(call(predict, z, tb, context), z, alpha, sigma, prediction)
     dec = decoder_nll(x, x0_hat, jnp.exp(-0.5 * lam), decoder, levels)
-    ode = -ode_log_likelihood(predict, schedule, z, prediction=prediction, steps=steps, t_start=t_low)
+    ode = -ode_log_likelihood(predict, schedule, z, prediction=prediction, steps=steps, t_start=t_low, context=context)
     entropy = -_sum_event(log_q)
     return {"decoder": dec, "ode": ode, "entropy": entropy, "total": dec + ode - entropy}
 
 
-def _bind(predict: Callable[..., Array], batch: PyTree) -> tuple[Array, Predict]:
-    """`(x, predict(z, t))` from `batch = x` or `batch = (x, context)` (then `predict(z, t, context)`)."""
+def _split(batch: PyTree) -> tuple[Array, Array | None]:
+    """`(x, context)` from `batch = x` (context None) or `batch = (x, context)`."""
     if isinstance(batch, (tuple, list)):
         x, context = batch
-        return x, lambda z, t: predict(z, t, context)
-    return batch, predict
+        return x, context
+    return batch, None
 
 
 def evaluate_bound(
@@ -274,8 +282,8 @@ def evaluate_bound(
     """
 
     def chunk(batch, k):
-        x, bound_predict = _bind(predict, batch)
-        return variational_bound(bound_predict, schedule, x, k, **options)
+        x, context = _split(batch)
+        return variational_bound(predict, schedule, x, k, context=context, **options)
 
     return map_batches(chunk, data, key, batch_size)
 
@@ -297,9 +305,9 @@ def evaluate_ode(
     """
 
     def chunk(batch, k):
-        x, bound_predict = _bind(predict, batch)
+        x, context = _split(batch)
         if decoder is None:
-            return {"nll": -ode_log_likelihood(bound_predict, schedule, x, **options)}
-        return ode_bound(bound_predict, schedule, x, k, decoder=decoder, **options)
+            return {"nll": -ode_log_likelihood(predict, schedule, x, context=context, **options)}
+        return ode_bound(predict, schedule, x, k, decoder=decoder, context=context, **options)
 
     return map_batches(chunk, data, key, batch_size)

@@ -18,6 +18,7 @@ no dependency (diffrax is not in the project's dependency set).
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -85,6 +86,10 @@ def ode_step(predict, schedule, prediction, z, t, s, key=None, eta=None):
     return alpha_s * y_s
 
 
+def _with_context(predict: Predict, context: Array, z: Array, t: Array) -> Array:
+    return predict(z, t, context)
+
+
 STEPS = {"ddpm": ddpm_step, "ddim": ddim_step, "ode": ode_step}
 
 
@@ -99,6 +104,7 @@ def sample(
     eta: float = 0.0,
     prediction: Prediction = "eps",
     snapshots: int = 0,
+    context: Array | None = None,
     dtype=None,
 ):
     """Draw `shape = (B, *event)` samples with a `steps`-step sampler (default: the schedule's `T`).
@@ -108,7 +114,9 @@ def sample(
     last). `steps` may not exceed `T` for a discrete schedule. With `snapshots = S > 0` returns
     `(x, times, states)`: `states` `(S', *shape)` the states at `S' <= S` evenly spaced steps from
     `z_1` (first) to the returned samples (last), `times` `(S',)` their times (the last is 0);
-    otherwise returns `x`. One compiled `lax.scan` over the steps; keys are split per step.
+    otherwise returns `x`. `context` `(B, ...)` goes to a conditional `predict(z, t, context)` at
+    every step (wrap it in `guided` for classifier-free guidance). One compiled `lax.scan` over the
+    steps; keys are split per step.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -118,6 +126,8 @@ def sample(
     if not isinstance(snapshots, (int, np.integer)) or snapshots < 0:
         raise ValueError(f"snapshots must be a non-negative integer, got {snapshots!r}")
     dtype = jnp.result_type(float) if dtype is None else dtype
+    if context is not None:
+        predict = functools.partial(_with_context, predict, context)
     levels = time_levels(schedule, steps)
     num_steps = len(levels) - 1
     step_fn = STEPS[sampler]
