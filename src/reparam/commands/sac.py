@@ -4,6 +4,7 @@ Gymnasium ids run the host loop, seed after seed, the chunk index spanning the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -14,7 +15,7 @@ import numpy as np
 import tyro
 from rich.console import Console
 
-from ..rl.agent import sac_agent
+from ..rl.agent import Agent, sac_agent
 from ..rl.compiled import RunSpec, make_train, rows, shard_seeds
 from ..rl.envs import check_env_name, is_jax_env
 from ..rl.host import HostState, make_host_loop
@@ -77,24 +78,60 @@ class SACCommand:
             raise ValueError(f"--learning-starts ({starts}) must be >= --batch-size ({batch}) in the compiled loop")
 
 
+MakeAgent = Callable[[Any], Agent]
+"""`agent_config -> Agent` (a module-level function, so programs are cached by it: `sac_agent`)."""
+
+
 @compile_once
-def compiled_program(sac: SACConfig, env: str, spec: RunSpec):
-    """The compiled run with its vmapped, jitted `init` and `advance` (the carry donated: every
-    seed's replay buffer and agent are updated in place)."""
-    run = make_train(sac_agent(sac), env, spec)
+def agent_program(make_agent: MakeAgent, agent_config, env: str, spec: RunSpec):
+    """The compiled run of `make_agent(agent_config)` with its vmapped, jitted `init` and `advance`
+    (the carry donated: every seed's replay buffer and agent are updated in place)."""
+    run = make_train(make_agent(agent_config), env, spec)
     return run, jax.jit(jax.vmap(run.init)), jax.jit(jax.vmap(run.advance, in_axes=(0, 0, None)), donate_argnums=0)
 
 
+def compiled_program(sac: SACConfig, env: str, spec: RunSpec):
+    """SAC's compiled run (`agent_program` of `sac_agent`)."""
+    return agent_program(sac_agent, sac, env, spec)
+
+
 @compile_once
-def host_program(sac: SACConfig, env: str, total_steps: int, num_envs: int, eval_every: int, eval_episodes: int):
-    """The host loop with its compiled agent calls."""
+def host_program(
+    sac: SACConfig,
+    env: str,
+    total_steps: int,
+    num_envs: int,
+    eval_every: int,
+    eval_episodes: int,
+    make_agent: MakeAgent = sac_agent,
+):
+    """The host loop of `make_agent(sac)` (SAC by default) with its compiled agent calls."""
     return make_host_loop(
-        sac_agent(sac),
+        make_agent(sac),
         env,
         total_steps=total_steps,
         num_envs=num_envs,
         eval_every=eval_every,
         eval_episodes=eval_episodes,
+    )
+
+
+class Finish(NamedTuple):
+    """How a job built here ends: `lines(config, policies, params, rows)` writes the command's files
+    and returns the summary (`params`: the agent params of every seed in the compiled loop, stacked,
+    or of the last seed in the host loop), `label` heads the progress bar, `files` are those written."""
+
+    lines: Callable
+    label: str
+    files: tuple[str, ...]
+
+
+def sac_finish() -> Finish:
+    """SAC's end: `finished` (policies and the learning curve)."""
+    return Finish(
+        lambda config, policies, params, rows: finished(config, policies, rows),
+        "SAC",
+        ("learning_curve.png", "policy.eqx"),
     )
 
 
@@ -107,11 +144,16 @@ def main(config: SACCommand, console: Console | None = None, *, stop_after: int 
     return drive(job, run, console, tensorboard=config.tensorboard, stop_after=stop_after)
 
 
-def compiled_job(config: SACCommand) -> Job:
-    """The compiled loop as a run-layer job: all seeds at once, one chunk = `eval_every` steps."""
-    run, init, advance = compiled_program(
-        config.sac, config.env, RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
-    )
+def compiled_job(
+    config: SACCommand, make_agent: MakeAgent = sac_agent, agent_config=None, end: Finish | None = None
+) -> Job:
+    """The compiled loop as a run-layer job: all seeds at once, one chunk = `eval_every` steps.
+    `make_agent(agent_config)` is the agent (SAC, `config.sac`, by default); `end` how it ends.
+    `config` needs `SACCommand`'s run fields (env, sizes, seeds, out, checkpoint_every)."""
+    end = end or sac_finish()
+    agent_config = config.sac if agent_config is None else agent_config
+    spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
+    run, init, advance = agent_program(make_agent, agent_config, config.env, spec)
     keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
 
     def step(carry, chunk: int):
@@ -119,14 +161,14 @@ def compiled_job(config: SACCommand) -> Job:
         return carry, rows(run.agent, metrics, config.seed)
 
     def finish(carry, all_rows: list[dict]) -> list[str]:
-        return finished(config, run.agent.policy(carry.params), all_rows)
+        return end.lines(config, run.agent.policy(carry.params), carry.params, all_rows)
 
     return Job(
         lambda: init(keys),
         step,
         finish,
         run.spec.num_evals,
-        f"SAC {config.env}",
+        f"{end.label} {config.env}",
         unit="steps",
         units_per_chunk=config.eval_every,
         rate_per_chunk=config.eval_every * config.num_seeds,
@@ -134,7 +176,7 @@ def compiled_job(config: SACCommand) -> Job:
         shown=("eval_return", "return"),
         restored=lambda fresh, saved: jax.tree.map(lambda f, s: jax.device_put(s, f.sharding), fresh, saved),
         checkpoint_every=config.checkpoint_every,
-        files=("learning_curve.png", "policy.eqx"),
+        files=end.files,
     )
 
 
@@ -146,10 +188,21 @@ class Seeds(NamedTuple):
     policies: Any
 
 
-def host_job(config: SACCommand) -> Job:
-    """The Gymnasium host loop as a run-layer job: seed after seed, the chunk index spanning them."""
+def host_job(
+    config: SACCommand, make_agent: MakeAgent = sac_agent, agent_config=None, end: Finish | None = None
+) -> Job:
+    """The Gymnasium host loop as a run-layer job: seed after seed, the chunk index spanning them
+    (agent and end as `compiled_job`'s)."""
+    end = end or sac_finish()
+    agent_config = config.sac if agent_config is None else agent_config
     loop = host_program(
-        config.sac, config.env, config.total_steps, config.num_envs, config.eval_every, config.eval_episodes
+        agent_config,
+        config.env,
+        config.total_steps,
+        config.num_envs,
+        config.eval_every,
+        config.eval_episodes,
+        make_agent,
     )
     policy = loop.agent.policy
 
@@ -178,14 +231,14 @@ def host_job(config: SACCommand) -> Job:
             if "training_steps_per_second" in r
         ]
         lines = [f"Training-phase env steps/s (compiling calls excluded): {'; '.join(rates)}"] if rates else []
-        return lines + finished(config, state.policies, all_rows)
+        return lines + end.lines(config, state.policies, state.loop.params, all_rows)
 
     return Job(
         init,
         step,
         finish,
         loop.chunks * config.num_seeds,
-        f"SAC {config.env}",
+        f"{end.label} {config.env}",
         unit="steps (all seeds)",
         units_per_chunk=config.eval_every,
         rate_unit="steps/s",
@@ -193,20 +246,31 @@ def host_job(config: SACCommand) -> Job:
         saved=lambda state: (loop.saved(state.loop), state.policies),
         restored=lambda state, saved: Seeds(loop.restored(state.loop, saved[0]), jax.tree.map(jnp.asarray, saved[1])),
         checkpoint_every=config.checkpoint_every,
-        files=("learning_curve.png", "policy.eqx"),
+        files=end.files,
     )
 
 
-def finished(config: SACCommand, policies, all_rows: list[dict]) -> list[str]:
-    """Both loops' end: `policy.eqx` (every seed's policy, stacked), `learning_curve.png`, the summary."""
-    write_atomic(Path(config.out) / "policy.eqx", serialise(policies))
+def returns_by_step(all_rows: list[dict]) -> tuple[list[int], np.ndarray]:
+    """The evaluation steps and the returns there, `(steps, seeds)`."""
     steps = sorted({r["step"] for r in all_rows})
-    by_step = np.array([[r["eval_return"] for r in all_rows if r["step"] == s] for s in steps])
+    return steps, np.array([[r["eval_return"] for r in all_rows if r["step"] == s] for s in steps])
+
+
+def finished(
+    config: SACCommand, policies, all_rows: list[dict], *, title: str = "SAC", beside: dict | None = None
+) -> list[str]:
+    """Both loops' end: `policy.eqx` (every seed's policy, stacked), `learning_curve.png` (with the
+    curves of `beside`, `{label: rows}` of other runs, drawn beside it), the summary."""
+    write_atomic(Path(config.out) / "policy.eqx", serialise(policies))
+    steps, by_step = returns_by_step(all_rows)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, by_step.mean(1), color="C0", label=f"mean of {by_step.shape[1]} seed(s)")
-    ax.fill_between(steps, by_step.min(1), by_step.max(1), color="C0", alpha=0.2, label="min-max")
-    ax.set(xlabel="environment steps", ylabel="evaluation return (deterministic policy)", title=f"SAC on {config.env}")
+    curves = {title: (steps, by_step), **{label: returns_by_step(rows) for label, rows in (beside or {}).items()}}
+    for i, (label, (x, y)) in enumerate(curves.items()):
+        ax.plot(x, y.mean(1), color=f"C{i}", label=f"{label}: mean of {y.shape[1]} seed(s)")
+        ax.fill_between(x, y.min(1), y.max(1), color=f"C{i}", alpha=0.2, label=f"{label}: min-max")
+    ax.set(xlabel="environment steps", ylabel="evaluation return (deterministic policy)")
+    ax.set_title(f"{title} on {config.env}")
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, Path(config.out) / "learning_curve.png")

@@ -8,7 +8,9 @@ The policy is `a = low + (tanh(mu(s) + sigma(s) eps) + 1) (high - low) / 2`, sco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -19,6 +21,7 @@ from jaxtyping import Array, PRNGKeyArray
 from ..distributions import Independent, TanhNormal
 from ..nn import mlp, over_leading_axes
 from .envs import ActionBounds
+from .imagination import score_sample_and_log_prob
 from .replay import ReplayBuffer, Transition, sample
 
 METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_target")
@@ -61,6 +64,9 @@ class SACConfig:
     """Lower bound of the policy's log standard deviation."""
     log_std_max: float = 2.0
     """Upper bound of the policy's log standard deviation."""
+    actor_gradient: Literal["pathwise", "score"] = "pathwise"
+    """Actor-gradient estimator: pathwise (the reparameterized gradient, SAC's) or score (the
+    likelihood-ratio gradient with a baseline, same critic; `score_actor_loss`)."""
 
     def __post_init__(self):
         checks = [
@@ -78,6 +84,10 @@ class SACConfig:
             (self.init_alpha > 0, f"init_alpha must be > 0, got {self.init_alpha}"),
             (self.log_std_min < self.log_std_max, "log_std_min must be below log_std_max"),
             (all(h >= 1 for h in self.hidden_sizes), f"hidden_sizes must be positive, got {self.hidden_sizes}"),
+            (
+                self.actor_gradient in ("pathwise", "score"),
+                f"actor_gradient must be pathwise or score, got {self.actor_gradient!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -164,6 +174,43 @@ def actor_loss(
     return jnp.mean(jax.lax.stop_gradient(jnp.exp(log_alpha)) * log_prob - q), jnp.mean(log_prob)
 
 
+SCORE_BASELINE_SAMPLES = 4
+"""Independent actions per state whose mean `alpha log pi - min Q` is the score-function baseline."""
+
+
+def score_actor_loss(
+    actor: Actor, critic: TwinCritic, log_alpha: Array, obs: Array, bounds: ActionBounds, key: PRNGKeyArray
+) -> tuple[Array, Array]:
+    """`actor_loss`'s objective `E[alpha log pi(a|s) - min_i Q_i(s, a)]` with the likelihood-ratio
+    gradient: `mean((f(a) - b(s)) grad log pi(a|s) + alpha grad log pi(a|s))`, `f = alpha log pi - min Q`,
+    `a ~ pi` with gradients stopped, and the baseline `b(s)` the mean of `f` over
+    `SCORE_BASELINE_SAMPLES` other, independent actions (so it does not depend on `a`: unbiased).
+    The value is the batch mean of `f` (as `actor_loss`'s); also returns the batch mean of `log pi`."""
+    dist = policy(actor, obs, bounds)
+    alpha = jax.lax.stop_gradient(jnp.exp(log_alpha))
+    k_action, k_baseline = jax.random.split(key)
+    action, log_prob = score_sample_and_log_prob(dist, k_action)
+    f = alpha * jax.lax.stop_gradient(log_prob) - jnp.min(critic(obs, action), axis=0)
+    others, other_log_prob = jax.vmap(lambda k: score_sample_and_log_prob(dist, k))(
+        jax.random.split(k_baseline, SCORE_BASELINE_SAMPLES)
+    )
+    flat = others.reshape(-1, others.shape[-1])
+    q_others = jnp.min(critic(jnp.tile(obs, (SCORE_BASELINE_SAMPLES, 1)), flat), axis=0).reshape(other_log_prob.shape)
+    baseline = jnp.mean(alpha * other_log_prob - q_others, axis=0)
+    surrogate = jnp.mean(jax.lax.stop_gradient(f - baseline) * log_prob + alpha * log_prob)
+    value = jnp.mean(jax.lax.stop_gradient(f))
+    return surrogate + jax.lax.stop_gradient(value - surrogate), jnp.mean(log_prob)
+
+
+ActorObjective = Callable[[Actor, TwinCritic, Array, Array, ActionBounds, PRNGKeyArray], tuple[Array, Array]]
+"""`(actor, critic, log_alpha, obs, bounds, key) -> (loss, mean log pi)`: `actor_loss`'s signature."""
+
+
+def actor_objective_for(config: SACConfig) -> ActorObjective:
+    """`actor_loss` (pathwise) or `score_actor_loss` (score), as `config.actor_gradient` says."""
+    return actor_loss if config.actor_gradient == "pathwise" else score_actor_loss
+
+
 def alpha_loss(log_alpha: Array, mean_log_prob: Array, target_entropy: float) -> Array:
     """`-alpha (E[log pi] + target_entropy)`: alpha grows while the entropy is below the target."""
     return -jnp.exp(log_alpha) * jax.lax.stop_gradient(mean_log_prob + target_entropy)
@@ -219,11 +266,17 @@ def _step(opt: optax.GradientTransformation, model, grads, opt_state):
 
 
 def update(
-    state: SACState, batch: Transition, key: PRNGKeyArray, config: SACConfig, bounds: ActionBounds
+    state: SACState,
+    batch: Transition,
+    key: PRNGKeyArray,
+    config: SACConfig,
+    bounds: ActionBounds,
+    actor_objective: ActorObjective | None = None,
 ) -> tuple[SACState, dict[str, Array]]:
     """One gradient step on critics, actor and temperature, then the Polyak target update every
-    `target_update_interval` steps. Pure: compile it with `eqx.filter_jit` (the config is static;
-    the networks hold their activation functions)."""
+    `target_update_interval` steps. The actor minimises `actor_objective` (default:
+    `actor_objective_for(config)`; a model-based agent passes its imagined-return loss). Pure: compile
+    it with `eqx.filter_jit` (the config is static; the networks hold their activation functions)."""
     opt = optimizer(config)
     target_entropy = -float(bounds.low.shape[-1]) if config.target_entropy is None else config.target_entropy
     k_target, k_actor = jax.random.split(key)
@@ -232,7 +285,8 @@ def update(
     q_loss, q_grads = eqx.filter_value_and_grad(critic_loss)(state.critic, batch, y)
     critic, critic_opt = _step(opt, state.critic, q_grads, state.critic_opt)
 
-    (pi_loss, mean_log_prob), pi_grads = eqx.filter_value_and_grad(actor_loss, has_aux=True)(
+    objective = actor_objective_for(config) if actor_objective is None else actor_objective
+    (pi_loss, mean_log_prob), pi_grads = eqx.filter_value_and_grad(objective, has_aux=True)(
         state.actor, critic, state.log_alpha, batch.obs, bounds, k_actor
     )
     actor, actor_opt = _step(opt, state.actor, pi_grads, state.actor_opt)
@@ -253,11 +307,20 @@ def update(
 
 
 def gradient_steps(
-    state: SACState, buffer: ReplayBuffer, key: PRNGKeyArray, config: SACConfig, bounds: ActionBounds
+    state: SACState,
+    buffer: ReplayBuffer,
+    key: PRNGKeyArray,
+    config: SACConfig,
+    bounds: ActionBounds,
+    *,
+    actor_objective: ActorObjective | None = None,
+    draw: Callable = sample,
 ) -> tuple[SACState, dict[str, Array]]:
-    """One training phase: `config.gradient_steps` times sample a uniform batch of `config.batch_size`
-    rows of `buffer`, then `update`, in one `lax.scan` (step `i` uses `split(key, gradient_steps)[i]`,
-    split again into the batch key and the update key).
+    """One training phase: `config.gradient_steps` times draw a batch of `config.batch_size` rows
+    with `draw(buffer, key, batch_size)` (default `sample`: uniform over the buffer; a model-based
+    agent passes its own buffers and mixture), then `update` with `actor_objective`, in one
+    `lax.scan` (step `i` uses `split(key, gradient_steps)[i]`, split again into the batch key and
+    the update key).
 
     Returns the new state and each of `METRICS` averaged over the phase's steps (float32 scalars),
     so with `gradient_steps > 1` a loss is the phase's mean loss, not its last step's. Pure: both
@@ -267,9 +330,8 @@ def gradient_steps(
 
     def one(params, k):
         k_batch, k_update = jax.random.split(k)
-        new, metrics = update(
-            eqx.combine(params, static), sample(buffer, k_batch, config.batch_size), k_update, config, bounds
-        )
+        batch = draw(buffer, k_batch, config.batch_size)
+        new, metrics = update(eqx.combine(params, static), batch, k_update, config, bounds, actor_objective)
         return eqx.filter(new, eqx.is_array), metrics
 
     params, metrics = jax.lax.scan(one, params, jax.random.split(key, config.gradient_steps))
