@@ -47,6 +47,7 @@ from ..distributions.transformed import Transformed
 from ..models import flow_pictures as P
 from ..models.flows import check_flow_settings, density_loss, make_flow, make_steps, reverse_kl_loss
 from ..runs import Job, compile_once, drive, open_run, resolve_config, serialise, write_atomic
+from .vae import Keys  # the run's random streams (init, data, train, eval, final, pictures)
 
 TOY_NAMES = {"moons": "two_moons", "8gaussians": "eight_gaussians"} | {name: name for name in TOYS}
 """`--data` spellings of the 2-D toys -> `reparam.data.toys` names."""
@@ -339,17 +340,6 @@ def programs(config: FlowCommand, problem_key: tuple, total_steps: int) -> Progr
     return Programs(
         static, optimizer, jax.jit(train, donate_argnums=0), jax.jit(nll), jax.jit(kl) if kind == "energy" else None
     )
-
-
-class Keys(NamedTuple):
-    """Every random stream of a run, split once from the seed; per-chunk keys are `fold_in(., chunk)`."""
-
-    init: jax.Array
-    data: jax.Array
-    train: jax.Array
-    eval: jax.Array
-    final: jax.Array
-    pictures: jax.Array
 
 
 class FlowState(NamedTuple):

@@ -60,11 +60,13 @@ from ..nn import mlp
 
 __all__ = [
     "FLOWS",
+    "check_flow_settings",
     "conditioned",
     "density_loss",
     "fit_density",
     "fit_variational",
     "flow_log_prob",
+    "frozen_base",
     "make_flow",
     "make_steps",
     "reverse_kl_loss",
