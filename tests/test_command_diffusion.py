@@ -24,10 +24,10 @@ TOY = dict(
     data="8gaussians",
     steps=20,
     epochs=3,
-    train_size=400,
+    train_size=2000,
     test_size=200,
-    hidden_sizes=(32, 32),
-    embedding_dim=8,
+    hidden_sizes=(64, 64),
+    embedding_dim=16,
     batch_size=100,
     num_samples=200,
     ode_steps=3,
@@ -81,9 +81,7 @@ def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_pa
     its denoised mean is z / alpha and its bound is far off (about 950 nats here); trained, the bound
     must fall below 20 nats (about 15 is reached; the true NLL is 2.83, and 20 coarse levels leave
     large KL terms), and the per-epoch held-out loss must fall too."""
-    config = DiffusionCommand(
-        **{**TOY, "epochs": 30, "train_size": 2000, "hidden_sizes": (64, 64), "embedding_dim": 16}, out=tmp_path / "r"
-    )
+    config = DiffusionCommand(**{**TOY, "epochs": 30}, out=tmp_path / "r")  # the programs of the tests above
     rows = run(config)
     keys = command.Keys(*jax.random.split(jax.random.key(config.seed), 6))
     data = command.load_data(config, keys.data)
