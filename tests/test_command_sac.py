@@ -72,6 +72,11 @@ def test_flat_flags():
     assert config.seed == 3 and config.tensorboard
 
 
+def test_actor_gradient_flag():
+    assert tyro.cli(sac.SACCommand, args=[]).sac.actor_gradient == "pathwise"  # SAC's default unchanged
+    assert tyro.cli(sac.SACCommand, args=["--actor-gradient", "score"]).sac.actor_gradient == "score"
+
+
 def test_compiled_run_folder_exact_resume_and_evaluate(tmp_path, capsys):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["sac", *TINY, "--out", str(whole)]) == 0
