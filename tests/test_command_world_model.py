@@ -12,6 +12,7 @@ import tyro
 
 from reparam.cli import main
 from reparam.commands import world_model
+from test_command_sac import one_line
 
 pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
@@ -80,18 +81,6 @@ def test_host_run_folder(tmp_path):
     assert [r["step"] for r in rows] == [100, 200]
     assert rows[-1]["model_rows"] == 51 * 8 and np.isfinite(rows[-1]["model_nll"])
     assert (tmp_path / "h" / "open_loop_prediction.png").exists()
-
-
-def one_line(capsys, args, message):
-    capsys.readouterr()
-    try:
-        status, boxed = main(args), False
-    except SystemExit as exit:  # tyro reports a constructor's error in its own box, then exits
-        status, boxed = exit.code, True
-    said = capsys.readouterr()
-    text = said.out + said.err
-    assert status == 2 and message in " ".join(text.replace("│", " ").split()), text
-    assert "Traceback" not in text and (boxed or len(text.strip().splitlines()) == 1), text
 
 
 @pytest.mark.parametrize(

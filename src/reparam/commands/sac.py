@@ -57,25 +57,33 @@ class SACCommand:
 
     def check(self) -> None:
         """One-line errors for sizes that cannot run and unknown environment names."""
-        counts = {
-            "--total-steps": self.total_steps,
-            "--eval-every": self.eval_every,
-            "--eval-episodes": self.eval_episodes,
-            "--num-seeds": self.num_seeds,
-            "--num-envs": self.num_envs,
-            "--checkpoint-every": self.checkpoint_every,
-        }
-        for flag, value in counts.items():
-            if value < 1:
-                raise ValueError(f"{flag} must be >= 1, got {value}")
-        total, every, starts, batch = self.total_steps, self.eval_every, self.sac.learning_starts, self.sac.batch_size
-        if total % every:
-            raise ValueError(f"--total-steps ({total}) must be a multiple of --eval-every ({every})")
-        if starts >= total:
-            raise ValueError(f"--learning-starts ({starts}) must be below --total-steps ({total})")
-        check_env_name(self.env)
-        if is_jax_env(self.env) and starts < batch:
-            raise ValueError(f"--learning-starts ({starts}) must be >= --batch-size ({batch}) in the compiled loop")
+        check_run(self)
+
+
+def check_run(config, **counts: int) -> None:
+    """One-line errors for the run fields of `SACCommand` (and of commands built on its jobs): sizes
+    that cannot run (also any of `counts`, `--flag=value` pairs that must be >= 1), unknown environments."""
+    counts = {
+        "--total-steps": config.total_steps,
+        "--eval-every": config.eval_every,
+        "--eval-episodes": config.eval_episodes,
+        "--num-seeds": config.num_seeds,
+        "--num-envs": config.num_envs,
+        "--checkpoint-every": config.checkpoint_every,
+        **counts,
+    }
+    for flag, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    total, every = config.total_steps, config.eval_every
+    starts, batch = config.sac.learning_starts, config.sac.batch_size
+    if total % every:
+        raise ValueError(f"--total-steps ({total}) must be a multiple of --eval-every ({every})")
+    if starts >= total:
+        raise ValueError(f"--learning-starts ({starts}) must be below --total-steps ({total})")
+    check_env_name(config.env)
+    if is_jax_env(config.env) and starts < batch:
+        raise ValueError(f"--learning-starts ({starts}) must be >= --batch-size ({batch}) in the compiled loop")
 
 
 MakeAgent = Callable[[Any], Agent]

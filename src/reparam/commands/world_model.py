@@ -19,12 +19,12 @@ from rich.console import Console
 
 from ..rl.agent import Agent
 from ..rl.dynamics import DynamicsConfig, open_loop, termination_for
-from ..rl.envs import check_env_name, is_jax_env, make_jax_env
+from ..rl.envs import is_jax_env, make_jax_env
 from ..rl.imagination import check_estimator
 from ..rl.model_based import AGENTS, ModelBasedConfig, ensemble_of, model_based_agent
 from ..rl.sac import SACConfig
 from ..runs import drive, open_run, pyplot, read_rows, resolve_config, save_figure
-from .sac import Finish, compiled_job, finished, host_job
+from .sac import Finish, check_run, compiled_job, finished, host_job
 
 PREDICTION_PARTICLES = 20
 """Model rollouts per ensemble member in the open-loop picture."""
@@ -114,27 +114,8 @@ class WorldModelCommand:
         if self.agent not in AGENTS:
             raise ValueError(f"unknown agent {self.agent!r}; choose svg or mbpo")
         check_estimator(self.imagination_gradient)
-        counts = {
-            "--total-steps": self.total_steps,
-            "--eval-every": self.eval_every,
-            "--eval-episodes": self.eval_episodes,
-            "--num-seeds": self.num_seeds,
-            "--num-envs": self.num_envs,
-            "--checkpoint-every": self.checkpoint_every,
-            "--prediction-steps": self.prediction_steps,
-        }
-        for flag, value in counts.items():
-            if value < 1:
-                raise ValueError(f"{flag} must be >= 1, got {value}")
         self.model_based()
-        total, every, starts, batch = self.total_steps, self.eval_every, self.sac.learning_starts, self.sac.batch_size
-        if total % every:
-            raise ValueError(f"--total-steps ({total}) must be a multiple of --eval-every ({every})")
-        if starts >= total:
-            raise ValueError(f"--learning-starts ({starts}) must be below --total-steps ({total})")
-        check_env_name(self.env)
-        if is_jax_env(self.env) and starts < batch:
-            raise ValueError(f"--learning-starts ({starts}) must be >= --batch-size ({batch}) in the compiled loop")
+        check_run(self, **{"--prediction-steps": self.prediction_steps})
         if self.sac_run is not None and not (Path(self.sac_run) / "metrics.jsonl").is_file():
             raise ValueError(f"--sac-run {self.sac_run} is not a run folder (no metrics.jsonl)")
 
