@@ -24,7 +24,6 @@ pixel >= 8 of 16 as in the VAE table; the exact Bernoulli mixtures (MAP-EM) and 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -64,13 +63,6 @@ def ema_params(config: DiffusionCommand, folder: Path):
     return load_serialised(folder / "model.eqx", like)
 
 
-def compiled_config(config: DiffusionCommand, **changes) -> DiffusionCommand:
-    """The config `programs` compiles for (as `reparam diffusion` normalises it), with `changes`."""
-    return dataclasses.replace(
-        config, seed=0, epochs=1, out=Path("."), resume=None, tensorboard=False, guidance=0.0, num_samples=1, **changes
-    )
-
-
 def sweep(config: DiffusionCommand, params, samples: int, samples_long: int, quick: bool) -> list[dict]:
     """MMD / sliced W of each sampler and step count against held-out data, beside the noise floor."""
     name = command.TOYS[config.data]
@@ -85,7 +77,7 @@ def sweep(config: DiffusionCommand, params, samples: int, samples_long: int, qui
         for sampler in SAMPLERS:
             if sampler == "ode" and steps > 100:
                 continue  # 2,000 network calls per sample: above this benchmark's CPU budget
-            draw = command.programs(compiled_config(config, sampler=sampler, sample_steps=steps)).draw
+            draw = command.programs(command.compiled_settings(config, sampler=sampler, sample_steps=steps)).draw
             key = jax.random.fold_in(jax.random.key(7), steps)
             begun = time.perf_counter()
             program = draw.lower(params, key, None, (n, 2), 0.0).compile()
@@ -135,7 +127,7 @@ def toy_rows(epochs: int, samples: int, samples_long: int, out: Path, quick: boo
             f"{final['optimum']:.4f}, true NLL on the test points {final['test_true_nll']:.4f}",
             flush=True,
         )
-        sweeps += sweep(config, ema_params(compiled_config(config), out / data), samples, samples_long, quick)
+        sweeps += sweep(config, ema_params(command.compiled_settings(config), out / data), samples, samples_long, quick)
     return models, sweeps
 
 

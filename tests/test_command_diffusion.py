@@ -85,9 +85,7 @@ def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_pa
     rows = run(config)
     keys = command.Keys(*jax.random.split(jax.random.key(config.seed), 6))
     data = command.load_data(config, keys.data)
-    compiled_config = command.dataclasses.replace(
-        config, seed=0, epochs=1, out=command.Path("."), resume=None, tensorboard=False, guidance=0.0, num_samples=1
-    )
+    compiled_config = command.compiled_settings(config)
     compiled = command.programs(compiled_config)
     untrained = eqx.filter(command.make_network(compiled_config, keys.init), eqx.is_inexact_array)
     before = float(np.mean(compiled.bound(untrained, data.test, keys.final)["total"]))

@@ -283,6 +283,14 @@ def optimizer(config: DiffusionCommand) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.learning_rate))
 
 
+def compiled_settings(config: DiffusionCommand, **changes) -> DiffusionCommand:
+    """What `programs` compiles for: `config` without the options that change no program (seed,
+    epochs, folders, guidance and sample count, which are arguments), with `changes` applied."""
+    return dataclasses.replace(
+        config, seed=0, epochs=1, out=Path("."), resume=None, tensorboard=False, guidance=0.0, num_samples=1, **changes
+    )
+
+
 @compile_once
 def programs(config: DiffusionCommand) -> Programs:
     """The compiled epoch, test loss, bound, ODE likelihood and sampler for one setting."""
@@ -464,9 +472,7 @@ def main(config: DiffusionCommand, console: Console | None = None, *, stop_after
     keys = Keys(*jax.random.split(jax.random.key(config.seed), 6))
     data = load_data(config, keys.data)  # bad settings fail here, before the folder is written
     run = open_run("diffusion", config, resume=config.resume)
-    compiled_config = dataclasses.replace(
-        config, seed=0, epochs=1, out=Path("."), resume=None, tensorboard=False, guidance=0.0, num_samples=1
-    )  # what compiles: one program per setting
+    compiled_config = compiled_settings(config)
     compiled = programs(compiled_config)
     train_size = data.train.shape[0] if config.image else config.train_size
     examples = (train_size // config.batch_size) * config.batch_size
