@@ -3,6 +3,8 @@ network is linear and known (`gaussian_denoiser`), so every term of the bound, t
 the samplers' output distributions have closed forms; the posterior is checked against Bayes' rule
 and the schedules against Ho's and Nichol & Dhariwal's products of betas, in float64."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -41,9 +43,22 @@ COV = np.array([[1.0, 0.3], [0.3, 0.5]])
 DIM = 2
 
 
+def reference_alpha_bar(schedule, t):
+    """`alpha_bar_t` in float64 numpy from the schedule's definition (not from its `log_snr`)."""
+    if schedule.discrete:  # log alpha_bar interpolated linearly between the levels i / T
+        return np.exp(np.interp(t * schedule.steps, np.arange(schedule.steps + 1), schedule.log_alpha_bar))
+    lam = schedule.log_snr_max + (schedule.log_snr_min - schedule.log_snr_max) * t
+    return 1 / (1 + np.exp(-lam))
+
+
+def reference_log_snr(schedule, t):
+    alpha_bar = reference_alpha_bar(schedule, t)
+    return np.log(alpha_bar) - np.log1p(-alpha_bar)
+
+
 def coefficients(schedule, t):
     """`(alpha, sigma)` at time `t` in float64 numpy."""
-    alpha_bar = float(schedule.alpha_bar(jnp.asarray(t, jnp.float64)))
+    alpha_bar = reference_alpha_bar(schedule, t)
     return np.sqrt(alpha_bar), np.sqrt(1 - alpha_bar)
 
 
@@ -76,7 +91,7 @@ def closed_form_prior(schedule, x):
 
 def closed_form_bound(schedule, x):
     """The oracle's bound terms per example: prior, KL terms `(N, n)`, Gaussian decoder."""
-    lam = lambda t: float(schedule.log_snr(jnp.asarray(t, jnp.float64)))  # noqa: E731
+    lam = functools.partial(reference_log_snr, schedule)
     prior = closed_form_prior(schedule, x)
     times = time_levels(schedule)
     low = schedule.lowest
@@ -197,7 +212,9 @@ def test_bound_terms_match_closed_form(name, prediction):
     schedule = make_schedule(name, 20)
     x = gaussian_data(jax.random.key(0), 4000)
     predict = gaussian_denoiser(MEAN, COV, schedule, prediction=prediction)
-    bound = variational_bound(predict, schedule, x, jax.random.key(1), prediction=prediction)
+    bound = jax.jit(lambda x, k: variational_bound(predict, schedule, x, k, prediction=prediction))(
+        x, jax.random.key(1)
+    )
     prior, terms, decoder = closed_form_bound(schedule, np.asarray(x))
     np.testing.assert_allclose(bound["prior"], prior, rtol=1e-9, atol=1e-12)
     for got, want in [
@@ -219,17 +236,19 @@ def test_ode_likelihood_is_exact_and_above_the_elbo(name):
     m1, s1 = marginal(schedule, 1.0)
     exact_prior = lambda z: multivariate_normal.logpdf(z, jnp.asarray(m1), jnp.asarray(s1))  # noqa: E731
     # With the exact score and the exact q(z_1), the ODE carries q(z_1) exactly onto q(z_{t_low}).
-    coarse, fine = (ode_log_likelihood(predict, schedule, x, steps=k, prior_log_prob=exact_prior) for k in (20, 80))
     exact = multivariate_normal.logpdf(x, *(jnp.asarray(a) for a in marginal(schedule, t_low)))
-    err_coarse, err_fine = np.max(np.abs(coarse - exact)), np.max(np.abs(fine - exact))
-    assert err_fine < 5e-3
-    assert err_fine < err_coarse / 8  # Heun is second order: 4x the steps, ~16x smaller error
+    ode = jax.jit(functools.partial(ode_log_likelihood, predict, schedule), static_argnames=("steps", "prior_log_prob"))
+    fine = ode(x, steps=80, prior_log_prob=exact_prior)
+    assert np.max(np.abs(fine - exact)) < 5e-3
+    if name == "vdm":  # Heun is second order: 4x the steps, ~16x smaller error
+        coarse = ode(x, steps=20, prior_log_prob=exact_prior)
+        assert np.max(np.abs(fine - exact)) < np.max(np.abs(coarse - exact)) / 8
     # The model's log-likelihood (standard-normal prior) sits above its bound on average.
-    ode = ode_log_likelihood(predict, schedule, x, steps=80)
-    bound = variational_bound(predict, schedule, x, jax.random.key(1))["total"]
-    assert float(np.mean(ode)) > -float(np.mean(bound))
+    model = ode(x, steps=80, prior_log_prob=None)
+    bound = jax.jit(lambda x, k: variational_bound(predict, schedule, x, k)["total"])(x, jax.random.key(1))
+    assert float(np.mean(model)) > -float(np.mean(bound))
     # ... and the ODE likelihood is the data's (N(m, S) smoothed by the lowest noise level) to 0.05 nats.
-    assert abs(float(np.mean(ode - exact))) < 0.05
+    assert abs(float(np.mean(model - exact))) < 0.05
 
 
 # -------------------------------------------------------------------------------------------------- decoders
@@ -259,7 +278,9 @@ def test_decoders_normalise_and_match_scipy():
 def test_ddim_with_eta_one_and_all_steps_is_ddpm():
     schedule = make_schedule("linear", 50)
     predict = gaussian_denoiser(MEAN, COV, schedule)
-    run = lambda sampler, key: sample(predict, schedule, key, (20000, DIM), sampler=sampler, eta=1.0)  # noqa: E731
+    run = jax.jit(
+        lambda sampler, key: sample(predict, schedule, key, (20000, DIM), sampler=sampler, eta=1.0), static_argnums=0
+    )
     ddpm, ddim, ddpm_other = (
         run("ddpm", jax.random.key(0)),
         run("ddim", jax.random.key(0)),
@@ -279,11 +300,12 @@ def test_ddim_many_steps_approaches_the_ode_and_the_ode_reaches_the_data():
     schedule = make_schedule("vdm", 1000)
     predict = gaussian_denoiser(MEAN, COV, schedule)
     key, shape = jax.random.key(3), (4000, DIM)
-    reference = sample(predict, schedule, key, shape, sampler="ode", steps=400)
-    errors = [
-        float(np.max(np.abs(sample(predict, schedule, key, shape, sampler="ddim", steps=k) - reference)))
-        for k in (25, 100, 400)
-    ]
+    run = jax.jit(
+        lambda sampler, steps: sample(predict, schedule, key, shape, sampler=sampler, steps=steps),
+        static_argnums=(0, 1),
+    )
+    reference = run("ode", 400)
+    errors = [float(np.max(np.abs(run("ddim", k) - reference))) for k in (25, 100, 400)]
     # DDIM is Euler on the ODE: first order, 4x the steps ~ 4x smaller distance (measured 0.33, 0.084, 0.021).
     assert errors[0] / errors[1] > 3 and errors[1] / errors[2] > 3 and errors[2] < 0.03
     # The ODE maps N(0, I) onto the data up to q(z_1) != N(0, I) (alpha_1^2 = 0.0067): moments within 5 SE + 1%.
@@ -302,6 +324,8 @@ def test_sample_snapshots_and_jit():
     np.testing.assert_allclose(states[0], jax.random.normal(jax.random.split(key)[0], (3, DIM)))
     np.testing.assert_allclose(states[-1], x)
     np.testing.assert_allclose(x, sample(predict, schedule, key, (3, DIM), sampler="ddpm"), atol=1e-12)
+    clipped = sample(predict, schedule, key, (64, DIM), sampler="ddim", steps=4, clip=0.5)
+    assert float(jnp.max(jnp.abs(clipped))) <= 0.5
 
 
 # ------------------------------------------------------------------------------------------- loss, guidance
@@ -312,10 +336,8 @@ def test_elbo_weighted_loss_estimates_the_bound():
     _, terms, _ = closed_form_bound(schedule, np.asarray(x))
     # The decoder's quadratic at level 1 is E||eps - eps_hat||^2 / 2.
     want = np.mean(terms.sum(1) + 0.5 * expected_eps_error(schedule, 1 / 20, np.asarray(x)))
-    losses = [
-        float(diffusion_loss(predict, schedule, x, k, weighting="elbo")[0])
-        for k in jax.random.split(jax.random.key(1), 8)
-    ]
+    loss = lambda k: diffusion_loss(predict, schedule, x, k, weighting="elbo")[0]  # noqa: E731
+    losses = np.asarray(jax.jit(jax.vmap(loss))(jax.random.split(jax.random.key(1), 8)))
     assert abs(np.mean(losses) - want) < 5 * np.std(losses) / np.sqrt(len(losses))
     simple, metrics = diffusion_loss(predict, schedule, x, jax.random.key(2))
     assert abs(float(simple) - float(metrics["mse_eps"])) < 1e-12  # eps prediction: simple = eps MSE
@@ -359,7 +381,7 @@ def test_chunked_evaluators_with_context():
     data = (x, jnp.arange(7.0))
     bound = evaluate_bound(predict, schedule, data, jax.random.key(1), batch_size=3)
     assert bound["terms"].shape == (7, 10) and bound["total"].shape == (7,)
-    np.testing.assert_allclose(bound["prior"], variational_bound(oracle, schedule, x, jax.random.key(2))["prior"])
+    np.testing.assert_allclose(bound["prior"], closed_form_prior(schedule, np.asarray(x)), rtol=1e-9)
     nll = evaluate_ode(predict, schedule, data, jax.random.key(1), batch_size=3, steps=5)["nll"]
     np.testing.assert_allclose(nll, -ode_log_likelihood(oracle, schedule, x, steps=5), rtol=1e-10)
     terms = evaluate_ode(oracle, schedule, x, jax.random.key(1), batch_size=4, steps=5, decoder="gaussian")
@@ -376,6 +398,7 @@ def test_chunked_evaluators_with_context():
         (lambda: time_levels(make_schedule("linear", 10), 11), "must not exceed the 10 training steps"),
         (lambda: sample(None, make_schedule("vdm", 10), jax.random.key(0), (1, 2), sampler="euler"), "unknown sampler"),
         (lambda: sample(None, make_schedule("vdm", 10), jax.random.key(0), (1, 2), eta=2.0), "eta must be in"),
+        (lambda: sample(None, make_schedule("vdm", 10), jax.random.key(0), (1, 2), clip=0.0), "clip must be positive"),
         (lambda: sample(None, make_schedule("linear", 10), jax.random.key(0), (1, 2), steps=20), "must not exceed"),
         (
             lambda: sample(None, make_schedule("vdm", 10), jax.random.key(0), (1, 2), prediction="score"),
@@ -399,9 +422,8 @@ def test_bad_input_is_a_one_line_error(call, message):
 
 # ------------------------------------------------------------------------------------------------- float32
 @pytest.mark.usefixtures("as_users_run_it")
-@pytest.mark.parametrize("name", SCHEDULES)
-def test_float32_under_jit_with_the_schedule_as_an_argument(name):
-    schedule = make_schedule(name, 50)
+def test_float32_under_jit_with_the_schedule_as_an_argument():
+    schedule = make_schedule("cosine", 50)  # the extreme one: lambda from +inf at t = 0 to -15 at t = 1
     x = gaussian_data(jax.random.key(0), 64).astype(jnp.float32)
 
     @eqx.filter_jit

@@ -30,6 +30,7 @@ from .diffusion import (
     Predict,
     Prediction,
     Schedule,
+    alpha_sigma,
     check_prediction,
     posterior_coefficients,
     split_prediction,
@@ -90,6 +91,13 @@ def _with_context(predict: Predict, context: Array, z: Array, t: Array) -> Array
     return predict(z, t, context)
 
 
+def _clipped(predict: Predict, schedule: Schedule, prediction: Prediction, clip: float, z: Array, t: Array) -> Array:
+    """The network as an x0 predictor with `x0_hat` clipped to `[-clip, clip]`."""
+    alpha, sigma, _ = alpha_sigma(schedule, t, z)
+    x0, _ = split_prediction(predict(z, t), z, alpha, sigma, prediction)
+    return jnp.clip(x0, -clip, clip)
+
+
 STEPS = {"ddpm": ddpm_step, "ddim": ddim_step, "ode": ode_step}
 
 
@@ -105,6 +113,7 @@ def sample(
     prediction: Prediction = "eps",
     snapshots: int = 0,
     context: Array | None = None,
+    clip: float | None = None,
     dtype=None,
 ):
     """Draw `shape = (B, *event)` samples with a `steps`-step sampler (default: the schedule's `T`).
@@ -115,8 +124,10 @@ def sample(
     `(x, times, states)`: `states` `(S', *shape)` the states at `S' <= S` evenly spaced steps from
     `z_1` (first) to the returned samples (last), `times` `(S',)` their times (the last is 0);
     otherwise returns `x`. `context` `(B, ...)` goes to a conditional `predict(z, t, context)` at
-    every step (wrap it in `guided` for classifier-free guidance). One compiled `lax.scan` over the
-    steps; keys are split per step.
+    every step (wrap it in `guided` for classifier-free guidance). `clip = c` clips every denoised
+    `x0_hat` to `[-c, c]` and uses the `eps_hat` implied by the clipped value (Ho et al.'s
+    `clip_denoised` for data scaled to `[-1, 1]`; the ODE sampler then no longer follows the exact
+    ODE). One compiled `lax.scan` over the steps; keys are split per step.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -128,6 +139,10 @@ def sample(
     dtype = jnp.result_type(float) if dtype is None else dtype
     if context is not None:
         predict = functools.partial(_with_context, predict, context)
+    if clip is not None:
+        if not clip > 0:
+            raise ValueError(f"clip must be positive (or None), got {clip}")
+        predict, prediction = functools.partial(_clipped, predict, schedule, prediction, clip), "x0"
     levels = time_levels(schedule, steps)
     num_steps = len(levels) - 1
     step_fn = STEPS[sampler]
