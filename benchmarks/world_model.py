@@ -111,11 +111,15 @@ def learning_run(name: str, seeds: int, total_steps: int, eval_every: int, eval_
 
 
 def quartiles(values: list[float]) -> str:
-    """`median [q1, q3]` over seeds (unreached seeds are infinite), and how many reached."""
+    """`median [q1, q3]` over seeds (unreached seeds are infinite, so a median over them is too), how
+    many reached, and each seed's."""
     finite = [v for v in values if np.isfinite(v)]
-    q1, median, q3 = np.percentile(np.asarray(values), [25, 50, 75], method="lower")
+    with np.errstate(invalid="ignore"):  # inf - inf where several seeds never reach it
+        q = np.percentile(np.asarray(values), [25, 50, 75])
+    q1, median, q3 = np.where(np.isnan(q), np.inf, q)
     show = lambda v: f"{v:,.0f}" if np.isfinite(v) else "not reached"
-    return f"{show(median)} [{show(q1)}, {show(q3)}] ({len(finite)}/{len(values)} reached)"
+    seeds = ", ".join(show(v) for v in values)
+    return f"{show(median)} [{show(q1)}, {show(q3)}] ({len(finite)}/{len(values)} reached; seeds: {seeds})"
 
 
 def learning_table(results: list[dict]) -> str:
