@@ -184,6 +184,21 @@ def markdown(rows: list[dict], epochs: int, eval_k: int) -> str:
     )
 
 
+def all_rows(epochs: int, eval_k: int, out: Path) -> list[dict]:
+    """The baselines and every `RUNS` row."""
+    rows = baselines()
+    for r in rows:
+        print(f"{r['model']}: test NLL {r['test_nll']:.2f}", flush=True)
+    for i, (label, settings) in enumerate(RUNS.items()):
+        rows.append(vae_row(label, settings, epochs, eval_k, out / f"run{i}"))
+        print(
+            f"{label}: test NLL {rows[-1]['test_nll']:.2f}, test ELBO {rows[-1]['test_elbo']:.2f}, "
+            f"{rows[-1]['examples_per_s']:,.0f} examples/s, {rows[-1]['seconds']:.0f} s",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=300, help="training epochs of every VAE")
@@ -200,31 +215,15 @@ def main(argv=None) -> int:
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
     started = common.announce("reparam VAE benchmark", versions)
     print(f"jax on {jax.devices()[0].platform}; {epochs} epochs per VAE, IWAE K = {eval_k}", flush=True)
-    if args.flows:
-        with tempfile.TemporaryDirectory() as scratch:
-            rows = flow_rows(args.seeds, epochs, eval_k, args.out or Path(scratch), args.iwae_k)
-        trained = "trained on the ELBO" if args.iwae_k is None else f"trained on IWAE k={args.iwae_k}"
-        table = flow_markdown(rows, epochs, eval_k, trained)
-        common.finish(started)
-        print(f"\n{table}")
-        if args.markdown:
-            Path(args.markdown).write_text(table)
-        if args.json:
-            common.write_json(args.json, common.record(versions, epochs=epochs, eval_k=eval_k, rows=rows))
-        return 0
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch)
-        rows = baselines()
-        for r in rows:
-            print(f"{r['model']}: test NLL {r['test_nll']:.2f}", flush=True)
-        for i, (label, settings) in enumerate(RUNS.items()):
-            rows.append(vae_row(label, settings, epochs, eval_k, out / f"run{i}"))
-            print(
-                f"{label}: test NLL {rows[-1]['test_nll']:.2f}, test ELBO {rows[-1]['test_elbo']:.2f}, "
-                f"{rows[-1]['examples_per_s']:,.0f} examples/s, {rows[-1]['seconds']:.0f} s",
-                flush=True,
-            )
-    table = markdown(rows, epochs, eval_k)
+        if args.flows:
+            rows = flow_rows(args.seeds, epochs, eval_k, out, args.iwae_k)
+            trained = "trained on the ELBO" if args.iwae_k is None else f"trained on IWAE k={args.iwae_k}"
+            table = flow_markdown(rows, epochs, eval_k, trained)
+        else:
+            rows = all_rows(epochs, eval_k, out)
+            table = markdown(rows, epochs, eval_k)
     common.finish(started)
     print(f"\n{table}")
     if args.markdown:
