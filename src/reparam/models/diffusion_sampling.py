@@ -8,12 +8,15 @@ sampler visits `time_levels(schedule, K)` from `t = 1` down to `t = 0`, starting
 noise-free mean of the decoder. For continuous schedules the samplers stop at `z_0` and return its
 denoised mean `x0_hat(z_0, 0)`, the decoder's mean.
 
-Why a hand-written Heun and not diffrax: the probability-flow ODE here is `dy/d eta = eps_hat`
-in `y = z / alpha`, `eta = sigma / alpha` (Song et al. 2021; Karras et al. 2022), smooth enough that
-a fixed-step second-order method is accurate at tens of steps; its Euler step is exactly DDIM with
-`eta = 0`, so "DDIM approaches the ODE" is a statement about one grid. A fixed grid keeps the
-sampler and the likelihood one `lax.scan` each, with the same steps forward and backward, and adds
-no dependency (diffrax is not in the project's dependency set).
+Why a hand-written Heun and not diffrax: a fixed grid keeps the sampler one `lax.scan` with the
+same levels as DDPM and DDIM, and adds no dependency (diffrax is not in the project's dependency
+set). The ODE is integrated in its data-prediction form, `dw/drho = x0_hat` in `w = z / sigma`,
+`rho = alpha / sigma` (the variables of DPM-Solver++, Lu et al. 2022): its Euler step is exactly
+DDIM with `eta = 0`, so "DDIM approaches the ODE" is a statement about one grid, and the weights of
+a step stay bounded by the change of `rho`. The eps form (`y = z / alpha`, `dy/d(sigma/alpha) =
+eps_hat`, Karras et al. 2022) is not used: its trapezoid weights are the change of `sigma / alpha`,
+which spans `2e4 -> 30` in the cosine schedule's first 10-step step, and Heun there blew up
+(sample variance 1870 for 1 on Gaussian data).
 """
 
 from __future__ import annotations
@@ -70,21 +73,19 @@ def ddim_step(predict, schedule, prediction, z, t, s, key, eta):
 
 
 def ode_step(predict, schedule, prediction, z, t, s, key=None, eta=None):
-    """One Heun step of `dy/d eta = eps_hat(alpha y, t)`, `y = z / alpha`, `eta = exp(-lambda / 2)`, from `t`
-    to `s`; a plain Euler step (= DDIM, eta 0) when `s` is the data level (`eta_s = 0`)."""
+    """One Heun step of the probability-flow ODE in its data-prediction form, `dw/drho = x0_hat(sigma w, t)`
+    with `w = z / sigma`, `rho = alpha / sigma = exp(lambda / 2)`, from `t` to `s`; at the data level
+    (`sigma_s = 0`) the step returns `x0_hat(z_t)`, DDIM's last step."""
     lam_t, lam_s = schedule.log_snr(t), schedule.log_snr(s)
-    alpha_t, alpha_s = jnp.sqrt(jax.nn.sigmoid(lam_t)), jnp.sqrt(jax.nn.sigmoid(lam_s))
-    eta_t, eta_s = jnp.exp(-0.5 * lam_t), jnp.exp(-0.5 * lam_s)
-    y = z / alpha_t
-    _, d1 = denoise(predict, schedule, z, t, prediction)
-    y_euler = y + (eta_s - eta_t) * d1
+    sigma_t, sigma_s = jnp.sqrt(jax.nn.sigmoid(-lam_t)), jnp.sqrt(jax.nn.sigmoid(-lam_s))
+    x0_t, _ = denoise(predict, schedule, z, t, prediction)
 
-    def heun(y_euler):
-        _, d2 = denoise(predict, schedule, alpha_s * y_euler, s, prediction)
-        return y + (eta_s - eta_t) * 0.5 * (d1 + d2)
+    def heun(x0_t):
+        w, step = z / sigma_t, jnp.exp(0.5 * lam_s) - jnp.exp(0.5 * lam_t)
+        x0_euler, _ = denoise(predict, schedule, sigma_s * (w + step * x0_t), s, prediction)
+        return sigma_s * (w + step * 0.5 * (x0_t + x0_euler))
 
-    y_s = jax.lax.cond(eta_s > 0, heun, lambda y_euler: y_euler, y_euler)
-    return alpha_s * y_s
+    return jax.lax.cond(sigma_s > 0, heun, lambda x0_t: x0_t, x0_t)
 
 
 def _with_context(predict: Predict, context: Array, z: Array, t: Array) -> Array:
