@@ -52,6 +52,7 @@ __all__ = [
     "DECODERS",
     "bound_times",
     "decoder_nll",
+    "decoder_term",
     "evaluate_bound",
     "evaluate_ode",
     "ode_bound",
@@ -83,6 +84,23 @@ def decoder_nll(x: Array, x0_hat: Array, scale: Array, decoder: Decoder, levels:
     lower = (x - half - x0_hat) / scale
     top, bottom = x > 1 - half, x < -1 + half
     return -_sum_event(_log_normal_mass(lower, upper, bottom, top))
+
+
+def decoder_term(
+    predict: Predict,
+    schedule: Schedule,
+    x: Array,
+    z: Array,
+    t: Array,
+    prediction: Prediction,
+    decoder: Decoder,
+    levels: int,
+    context: Array | None = None,
+) -> Array:
+    """`-log p(x | z_t)` `(B,)`: `decoder_nll` with the network's `x0_hat(z, t)` and scale `sigma_t / alpha_t`."""
+    alpha, sigma, lam = alpha_sigma(schedule, t, x)
+    x0_hat, _ = split_prediction(call(predict, z, t, context), z, alpha, sigma, prediction)
+    return decoder_nll(x, x0_hat, jnp.exp(-0.5 * lam), decoder, levels)
 
 
 def _log_normal_mass(lower: Array, upper: Array, open_below: Array, open_above: Array) -> Array:
@@ -154,9 +172,7 @@ def variational_bound(
     # Decoder L_0 at the lowest level.
     t_low = jnp.full(batch, times[lowest], x.dtype)
     z = forward(schedule, x, t_low, validate=False).rsample(k_dec)
-    alpha, sigma, lam = alpha_sigma(schedule, t_low, x)
-    x0_hat, _ = split_prediction(call(predict, z, t_low, context), z, alpha, sigma, prediction)
-    dec = decoder_nll(x, x0_hat, jnp.exp(-0.5 * lam), decoder, levels)
+    dec = decoder_term(predict, schedule, x, z, t_low, prediction, decoder, levels, context)
 
     diffusion = jnp.sum(terms, axis=1)
     return {"prior": prior, "diffusion": diffusion, "decoder": dec, "total": prior + diffusion + dec, "terms": terms}
@@ -259,9 +275,7 @@ def ode_bound(
     tb = jnp.full(x.shape[:1], t_low, x.dtype)
     q = forward(schedule, x, tb, validate=False)
     z, log_q = q.rsample_and_log_prob(key)
-    alpha, sigma, lam = alpha_sigma(schedule, tb, x)
-    x0_hat, _ = split_prediction(call(predict, z, tb, context), z, alpha, sigma, prediction)
-    dec = decoder_nll(x, x0_hat, jnp.exp(-0.5 * lam), decoder, levels)
+    dec = decoder_term(predict, schedule, x, z, tb, prediction, decoder, levels, context)
     ode = -ode_log_likelihood(predict, schedule, z, prediction=prediction, steps=steps, t_start=t_low, context=context)
     entropy = -_sum_event(log_q)
     return {"decoder": dec, "ode": ode, "entropy": entropy, "total": dec + ode - entropy}
