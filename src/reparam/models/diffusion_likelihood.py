@@ -227,7 +227,8 @@ def ode_log_likelihood(
             return eps_hat.reshape(-1)
 
         def one(z_flat: Array, context_one) -> tuple[Array, Array]:
-            eps_hat, jacobian = eps_one(z_flat, context_one), jax.jacfwd(eps_one)(z_flat, context_one)
+            twice = lambda z_flat: (eps_one(z_flat, context_one),) * 2  # noqa: E731  (the value rides as aux)
+            jacobian, eps_hat = jax.jacfwd(twice, has_aux=True)(z_flat)
             return -0.5 * sigma * (eps_hat - sigma * z_flat), -0.5 * sigma * (jnp.trace(jacobian) - sigma * dim)
 
         f, tr = jax.vmap(one)(z.reshape(z.shape[0], -1), context)
