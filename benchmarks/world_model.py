@@ -48,6 +48,8 @@ THRESHOLD = -200.0
 SETTINGS = {
     # our SAC as `reparam sac` runs it: the paper's defaults, 1,000 warm-up steps, 1 gradient step per env step
     "sac": SACConfig(),
+    # the same SAC with the likelihood-ratio actor gradient (baseline: 4 other actions), same critic
+    "sac-score": SACConfig(actor_gradient="score"),
     # svg: SAC's networks and optimizers, 250 warm-up steps; actor through 3 imagined steps of a 5-member
     # ensemble (3 elites)
     "svg": ModelBasedConfig(sac=SACConfig(learning_starts=250), dynamics=DynamicsConfig(), horizon=3),
@@ -59,8 +61,8 @@ SETTINGS = {
 
 def make_agent(name: str):
     """The agent called `name` with its `SETTINGS`."""
-    if name == "sac":
-        return sac_agent(SETTINGS["sac"])
+    if name.startswith("sac"):
+        return sac_agent(SETTINGS[name])
     return model_based_agent(name, SETTINGS[name], termination_for(ENV))
 
 
