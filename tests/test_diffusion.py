@@ -447,6 +447,9 @@ def test_chunked_evaluators_with_context():
             "unknown weighting",
         ),
         (lambda: decoder_nll(jnp.ones(1), jnp.ones(1), jnp.ones(1), "poisson"), "unknown decoder"),
+        (lambda: decoder_nll(jnp.ones(1), jnp.ones(1), jnp.ones(1), "discretized", levels=1), "levels must be"),
+        (lambda: ode_log_likelihood(None, make_schedule("linear", 10), jnp.ones((1, 2)), t_start=0.0), "t_start"),
+        (lambda: ode_log_likelihood(None, make_schedule("vdm", 10), jnp.ones((1, 2)), steps=0), "steps must be"),
         (lambda: make_loss_fn(None, make_schedule("vdm", 10), drop_probability=0.1), "needs a null_context"),
     ],
 )
