@@ -1,6 +1,8 @@
 """Models built on reparam: Gaussian and categorical VAEs, and the exact-likelihood baselines they
 are compared with; Bayesian neural networks by weight reparameterization and their baselines
-(`reparam.models.bnn`)."""
+(`reparam.models.bnn`); normalizing flows (`reparam.models.flows`); diffusion models
+(`reparam.models.diffusion`, `diffusion_sampling`, `diffusion_likelihood`); sample distances
+(`reparam.models.distances`)."""
 
 from .baselines import (
     BernoulliMixture,
@@ -14,9 +16,66 @@ from .baselines import (
 )
 from .bnn import DropoutMLP, Ensemble, gradient_variance
 from .categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective, relaxed_objective
+from .diffusion import (
+    PREDICTIONS,
+    SCHEDULES,
+    WEIGHTINGS,
+    diffusion_loss,
+    discrete_denoiser,
+    gaussian_denoiser,
+    guided,
+    make_schedule,
+)
+from .diffusion_likelihood import (
+    DECODERS,
+    evaluate_bound,
+    evaluate_ode,
+    ode_bound,
+    ode_log_likelihood,
+    variational_bound,
+)
+from .diffusion_sampling import SAMPLERS
+from .distances import mmd, sliced_wasserstein
+from .flows import (
+    FLOWS,
+    conditioned,
+    density_loss,
+    fit_density,
+    fit_variational,
+    flow_log_prob,
+    make_flow,
+    reverse_kl_loss,
+    standard_normal,
+)
 from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 __all__ = [
+    "PREDICTIONS",
+    "SCHEDULES",
+    "WEIGHTINGS",
+    "diffusion_loss",
+    "discrete_denoiser",
+    "gaussian_denoiser",
+    "guided",
+    "make_schedule",
+    "DECODERS",
+    "evaluate_bound",
+    "evaluate_ode",
+    "ode_bound",
+    "ode_log_likelihood",
+    "variational_bound",
+    "SAMPLERS",
+    "mmd",
+    "sliced_wasserstein",
+    "FLOWS",
+    "conditioned",
+    "density_loss",
+    "fit_density",
+    "fit_variational",
+    "flow_log_prob",
+    "make_flow",
+    "reverse_kl_loss",
+    "standard_normal",
     "BernoulliMixture",
     "CategoricalVAE",
     "DropoutMLP",
