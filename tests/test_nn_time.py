@@ -16,11 +16,13 @@ from reparam.nn.time import ResidualMLP, TimeEmbedding, TimeMLP, sinusoidal_embe
 
 
 def perturbed(net, key, scale):
-    """`net` with Normal(0, scale) noise added to every array (so zero-started layers are not zero)."""
+    """`net` with Normal(0, scale) noise added to every array (so zero-started layers are not zero);
+    one draw for all arrays (a draw per array compiles a program per shape)."""
     arrays, static = eqx.partition(net, eqx.is_array)
     leaves, treedef = jax.tree.flatten(arrays)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys, strict=True)]
+    noise = np.asarray(jax.random.normal(key, (sum(leaf.size for leaf in leaves),), jnp.float32)) * scale
+    cuts = np.cumsum([leaf.size for leaf in leaves])[:-1]
+    noisy = [leaf + part.reshape(leaf.shape) for leaf, part in zip(leaves, np.split(noise, cuts), strict=True)]
     return eqx.combine(jax.tree.unflatten(treedef, noisy), static)
 
 
