@@ -18,7 +18,7 @@ READERS = [*WRITERS, "evaluate"]
 
 
 def test_the_table_holds_every_command():
-    assert {"sac", "evaluate", "estimators", "vae", "bnn"} <= set(COMMANDS)
+    assert {"sac", "evaluate", "estimators", "vae", "bnn", "flow", "diffusion", "world-model"} <= set(COMMANDS)
 
 
 def test_help_lists_every_command():

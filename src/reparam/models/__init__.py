@@ -35,7 +35,7 @@ from .diffusion_likelihood import (
     variational_bound,
 )
 from .diffusion_sampling import SAMPLERS
-from .distances import mmd, sliced_wasserstein
+from .distances import MMD_SCALES, median_bandwidth, mmd, mmd2, sliced_wasserstein, sliced_wasserstein_along
 from .flows import (
     FLOWS,
     conditioned,
@@ -65,7 +65,11 @@ __all__ = [
     "ode_log_likelihood",
     "variational_bound",
     "SAMPLERS",
+    "MMD_SCALES",
+    "median_bandwidth",
     "mmd",
+    "mmd2",
+    "sliced_wasserstein_along",
     "sliced_wasserstein",
     "FLOWS",
     "conditioned",
