@@ -233,6 +233,9 @@ def main(argv=None) -> int:
     parser.add_argument("--round-s", type=float, default=0.3, help="seconds per library per round (about)")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 1024 only, 2 rounds")
     parser.add_argument("--only", nargs="+", default=None, help="flows to run (default all)")
+    parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS), help="dimensions to run")
+    parser.add_argument("--ops", nargs="+", default=list(OPS), help="ops to run")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes to run")
     parser.add_argument(
         "--proposed", action="store_true", help="nsf cells: also time the proposed SplineCoupling (see its docstring)"
     )
@@ -241,9 +244,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     versions = common.versions("jax", "jaxlib", "equinox", "flowjax", "reparam")
     started = common.announce("reparam vs flowjax: flow speed", versions)
-    batches = (1024,) if args.quick else BATCHES
+    batches = args.batches or ((1024,) if args.quick else BATCHES)
     rounds = 2 if args.quick else args.rounds
-    cells = [(f, d, op, b) for f in (args.only or FLOWS) for d in DIMS for op in OPS for b in batches]
+    cells = [(f, d, op, b) for f in (args.only or FLOWS) for d in args.dims for op in args.ops for b in batches]
+    jax.block_until_ready(jax.jit(jnp.sin)(jnp.ones(3)))  # the process's one-time compile set-up, not a cell's
     rows = run(cells, rounds, args.round_s, args.proposed)
     table = markdown(rows)
     common.finish(started)
