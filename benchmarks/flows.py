@@ -507,7 +507,8 @@ def provenance(result: dict) -> str:
     load = result["load_start"], result["load_end"]
     busy = " **shared and loaded** (other helpers' jobs ran throughout)," if max(load[0][0], load[1][0]) > 1 else ""
     return (
-        f"{result['date']}, {result['machine']}, jax {result['versions'].get('jax')} on {result['platform']},{busy} "
+        f"Finished {result['date']}, {result['machine']}, "
+        f"jax {result['versions'].get('jax')} on {result['platform']},{busy} "
         f"1-min load {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end; "
         f"{result['seconds'] / 60:.0f} min wall. "
         f"Command: `{result['command']}`"
@@ -532,7 +533,8 @@ def toys_markdown(result: dict) -> str:
         met = "met" if best["gap"][t] <= target else "**missed**"
         lines.append(
             f"- {t}: best {best['model']}, {best['nll'][t]:.3f} nats, {best['gap'][t]:+.3f} above the optimum "
-            f"(target <= {target}: {met}); the true density scores {result['floors'][t]:.3f} on these points."
+            f"(target <= {target}: {met}); the true density scores {result['floors'][t]:.3f} on these points, "
+            f"{best['nll'][t] - result['floors'][t]:+.3f} between them."
         )
     return "\n".join(lines)
 
