@@ -1,7 +1,9 @@
 """Reinforcement learning with pathwise policy gradients: Soft Actor-Critic as an `Agent` (pure
 functions), the replay buffer, every environment factory, and the two loops that take an agent:
 the compiled loop on JAX-native environments (`make_train`) and the Gymnasium host loop
-(`make_host_loop`), both in `init` / `advance` shape."""
+(`make_host_loop`), both in `init` / `advance` shape; world models: a Gaussian dynamics ensemble
+(`dynamics`), reparameterized imagination (`imagination`), and the model-based `svg` and `mbpo`
+agents (`model_based`), which are `Agent` values too."""
 
 from .agent import (
     Agent,
@@ -15,17 +17,49 @@ from .agent import (
     warming_up,
 )
 from .compiled import CompiledRun, RunSpec, make_train, shard_seeds
+from .dynamics import (
+    TERMINATIONS,
+    DynamicsConfig,
+    Ensemble,
+    ModelState,
+    Scaling,
+    buffer_scaling,
+    elites,
+    init_model,
+    nll_loss,
+    open_loop,
+    predict,
+    predict_members,
+    sample_step,
+    termination_for,
+    train_model,
+)
 from .envs import ActionBounds, JaxEnv, check_env_name, env_spec, is_jax_env, make_gym_env, make_jax_env
 from .evaluate import evaluate_gym, evaluate_jax, evaluate_policies
 from .host import HostLoop, HostSaved, HostState, make_host_loop, run_host
+from .imagination import ESTIMATORS, Rollout, imagine, returns_to_go, score_sample_and_log_prob, svg_loss
+from .model_based import (
+    AGENTS,
+    ModelBasedConfig,
+    ModelBasedParams,
+    ensemble_of,
+    mixed_draw,
+    model_based_agent,
+    model_rollouts,
+    rollout_length,
+    svg_objective,
+)
 from .replay import ReplayBuffer, Transition, add, add_batch, init_buffer, make_transition, sample
 from .sac import (
     METRICS,
+    SCORE_BASELINE_SAMPLES,
     Actor,
+    ActorObjective,
     SACConfig,
     SACState,
     TwinCritic,
     actor_loss,
+    actor_objective_for,
     alpha_loss,
     critic_loss,
     critic_target,
@@ -33,10 +67,45 @@ from .sac import (
     init_sac,
     policy,
     polyak,
+    score_actor_loss,
     update,
 )
 
 __all__ = [
+    "TERMINATIONS",
+    "DynamicsConfig",
+    "Ensemble",
+    "ModelState",
+    "Scaling",
+    "buffer_scaling",
+    "elites",
+    "init_model",
+    "nll_loss",
+    "open_loop",
+    "predict",
+    "predict_members",
+    "sample_step",
+    "termination_for",
+    "train_model",
+    "ESTIMATORS",
+    "Rollout",
+    "imagine",
+    "returns_to_go",
+    "score_sample_and_log_prob",
+    "svg_loss",
+    "AGENTS",
+    "ModelBasedConfig",
+    "ModelBasedParams",
+    "ensemble_of",
+    "mixed_draw",
+    "model_based_agent",
+    "model_rollouts",
+    "rollout_length",
+    "svg_objective",
+    "ActorObjective",
+    "SCORE_BASELINE_SAMPLES",
+    "actor_objective_for",
+    "score_actor_loss",
     "Agent",
     "SACParams",
     "SACPolicy",
