@@ -36,6 +36,7 @@ from .diffusion_likelihood import (
 )
 from .diffusion_sampling import SAMPLERS
 from .distances import MMD_SCALES, median_bandwidth, mmd, mmd2, sliced_wasserstein, sliced_wasserstein_along
+from .flow_posteriors import FlowPosterior, FlowVAE, PerExample, flow_layers, parse_posterior
 from .flows import (
     FLOWS,
     conditioned,
@@ -50,6 +51,11 @@ from .flows import (
 from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 __all__ = [
+    "FlowPosterior",
+    "FlowVAE",
+    "PerExample",
+    "flow_layers",
+    "parse_posterior",
     "PREDICTIONS",
     "SCHEDULES",
     "WEIGHTINGS",
