@@ -432,6 +432,22 @@ def test_coupling_invalid_mask_raises(mask):
         MaskedCoupling(np.asarray(mask), trivial_conditioner)
 
 
+def test_coupling_builds_under_eval_shape_and_accepts_bool_masks():
+    """The mask is checked in numpy, so a coupling (and a flow of them) can be built under
+    `eval_shape` / `jit`; a boolean mask is the same layer as its 0/1 version."""
+    skeleton = eqx.filter_eval_shape(
+        lambda key: MaskedCoupling(MASK.astype(bool), CouplingMLP(4, WIDTH, DEPTH, key=key)), jax.random.key(0)
+    )
+    assert isinstance(skeleton, MaskedCoupling) and skeleton.mask.shape == (4,)
+    conditioner = random_conditioner(4, 3, "float64")
+    x = normal_draws((8, 4), 4, "float64")
+    y_bool, ldj_bool = forward_and_log_det(MaskedCoupling(MASK.astype(bool), conditioner), x)
+    y_int, ldj_int = forward_and_log_det(MaskedCoupling(MASK, conditioner), x)
+    np.testing.assert_array_equal(y_bool, y_int)
+    np.testing.assert_array_equal(ldj_bool, ldj_int)
+    assert np.max(np.abs(ldj_int)) > 0.01  # not the identity
+
+
 # ---------------------------------------------------------------------------------------------
 # Affine validation.
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from ..nn import mlp, over_leading_axes
@@ -46,10 +47,9 @@ class MaskedCoupling(FusedBijector):
     conditioner: Conditioner
 
     def __init__(self, mask: ArrayLike, conditioner: Conditioner):
-        mask = jnp.asarray(mask)
-        if mask.ndim != 1 or not bool(jnp.all((mask == 0) | (mask == 1))):
-            raise ValueError("MaskedCoupling: mask must be a 1-D array of zeros and ones")
-        self.mask = mask.astype(bool)
+        """`mask` `(d,)` of zeros and ones or booleans (1 / True: kept), checked in numpy so the layer
+        can be built under `jit` / `eval_shape`; `conditioner(v) -> (shift, log_scale)`, each `(d,)`."""
+        self.mask = jnp.asarray(checked_mask("MaskedCoupling", mask))
         self.conditioner = conditioner
 
     def _params(self, x: Array) -> tuple[Array, Array]:
@@ -72,12 +72,15 @@ class SplineCoupling(Bijector):
     (`event_ndims = 1`).
 
     With a binary `mask` over the last axis of size `dim`, the masked (kept) coordinates pass
-    through unchanged; each free coordinate goes through its own `RationalQuadraticSpline` with
-    `num_bins` bins on `[-bound, bound]` (identity outside), whose `3 num_bins - 1` unconstrained
-    parameters come from an MLP (`reparam.nn.mlp`, relu, `depth` hidden layers of `width`) of the
-    kept coordinates (the free ones zeroed) concatenated with an optional context vector. The MLP's
-    last layer starts at zero, so a fresh layer is the identity (all-zero spline parameters).
-    `log|det dy/dx|` is the sum of the free coordinates' `log dy_i/dx_i`.
+    through unchanged; each free (transformed) coordinate goes through its own
+    `RationalQuadraticSpline` with `num_bins` bins on `[-bound, bound]` (identity outside), whose
+    `3 num_bins - 1` unconstrained parameters come from an MLP (`reparam.nn.mlp`, relu, `depth`
+    hidden layers of `width`) of the kept coordinates concatenated with an optional context vector:
+    `len(kept) + context_size` inputs, `len(transformed) * (3 num_bins - 1)` outputs. Only the
+    transformed coordinates are evaluated; their indices are static tuples read off the numpy mask,
+    so layers built with one mask stack under `Scan`. The MLP's last layer starts at zero, so a fresh
+    layer is the identity (all-zero spline parameters). `log|det dy/dx|` is the sum of the
+    transformed coordinates' `log dy_i/dx_i`.
 
     Conditional flows: build with `context_size > 0`, then `condition(c)` returns the layer bound
     to `c` `(context_size,)` or `(..., context_size)`, a field whose leading axes broadcast against
@@ -87,9 +90,10 @@ class SplineCoupling(Bijector):
     """
 
     event_ndims = 1
-    mask: Array
     net: eqx.nn.Sequential
     context: Array | None
+    kept: tuple[int, ...] = eqx.field(static=True)
+    transformed: tuple[int, ...] = eqx.field(static=True)
     num_bins: int = eqx.field(static=True)
     bound: float = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
@@ -111,23 +115,17 @@ class SplineCoupling(Bijector):
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
     ):
-        import numpy as np
-
         from .spline import check_spline_sizes
 
-        mask = np.asarray(mask)  # checked in numpy: the layer can be built under jit
-        if mask.ndim != 1 or mask.shape[0] < 1 or not np.all((mask == 0) | (mask == 1)):
-            raise ValueError(
-                f"SplineCoupling: mask must be a non-empty 1-D array of zeros and ones, got shape {mask.shape}"
-            )
+        mask = checked_mask("SplineCoupling", mask)  # in numpy: the layer can be built under jit
         check_spline_sizes("SplineCoupling", num_bins, float(bound), min_bin_width, min_bin_height, min_derivative)
         if int(context_size) != context_size or context_size < 0:
             raise ValueError(f"SplineCoupling: context_size must be a non-negative integer, got {context_size}")
-        dim = mask.shape[0]
-        self.mask = jnp.asarray(mask.astype(bool))
+        self.kept = tuple(int(i) for i in np.flatnonzero(mask))
+        self.transformed = tuple(int(i) for i in np.flatnonzero(~mask))
         self.net = mlp(
-            dim + context_size,
-            dim * (3 * num_bins - 1),
+            len(self.kept) + context_size,
+            len(self.transformed) * (3 * num_bins - 1),
             (width,) * depth,
             activation=jax.nn.relu,
             zero_output=True,
@@ -140,6 +138,18 @@ class SplineCoupling(Bijector):
         self.min_bin_width = float(min_bin_width)
         self.min_bin_height = float(min_bin_height)
         self.min_derivative = float(min_derivative)
+
+    @property
+    def dim(self) -> int:
+        """The event size `d`."""
+        return len(self.kept) + len(self.transformed)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The boolean mask `(d,)`: True where a coordinate is kept (numpy, static)."""
+        mask = np.zeros(self.dim, bool)
+        mask[list(self.kept)] = True
+        return mask
 
     def condition(self, context: ArrayLike) -> SplineCoupling:
         """This layer with its context set to `context` `(context_size,)` or `(..., context_size)`."""
@@ -154,22 +164,23 @@ class SplineCoupling(Bijector):
     def _spline(self, x: Array, inverse: bool) -> tuple[Array, Array]:
         from .spline import rational_quadratic_spline
 
-        dim = self.mask.shape[0]
+        dim = self.dim
         if x.ndim == 0 or x.shape[-1] != dim:
             raise ValueError(f"SplineCoupling: x must have shape (..., {dim}), got {x.shape}")
-        kept = jnp.where(self.mask, x, jnp.zeros_like(x))
+        kept, free = take_coordinates(x, self.kept), take_coordinates(x, self.transformed)
+        inputs = kept
         if self.context_size:
             if self.context is None:
                 raise ValueError("SplineCoupling: built with context_size > 0; call condition(context) first")
             lead = jnp.broadcast_shapes(x.shape[:-1], self.context.shape[:-1])
-            x = jnp.broadcast_to(x, lead + (dim,))
-            kept = jnp.broadcast_to(kept, lead + (dim,))
+            kept = jnp.broadcast_to(kept, lead + kept.shape[-1:])
+            free = jnp.broadcast_to(free, lead + free.shape[-1:])
             context = jnp.broadcast_to(self.context, lead + (self.context_size,))
-            kept = jnp.concatenate([kept, context], axis=-1)
-        raw = over_leading_axes(self.net, kept).reshape(x.shape + (3 * self.num_bins - 1,))
+            inputs = jnp.concatenate([kept, context], axis=-1)
+        raw = over_leading_axes(self.net, inputs).reshape(free.shape + (3 * self.num_bins - 1,))
         widths, heights, derivatives = jnp.split(raw, [self.num_bins, 2 * self.num_bins], axis=-1)
         out, log_det = rational_quadratic_spline(
-            x,
+            free,
             widths,
             heights,
             derivatives,
@@ -179,8 +190,7 @@ class SplineCoupling(Bijector):
             min_bin_height=self.min_bin_height,
             min_derivative=self.min_derivative,
         )
-        out = jnp.where(self.mask, x, out)
-        return out, jnp.sum(jnp.where(self.mask, jnp.zeros_like(log_det), log_det), axis=-1)
+        return merge_coordinates(kept, out, self.kept, self.transformed), jnp.sum(log_det, axis=-1)
 
     def forward_and_log_det(self, x):
         return self._spline(x, inverse=False)
@@ -199,3 +209,38 @@ class SplineCoupling(Bijector):
 
     def inverse_log_det_jacobian(self, y):
         return self._spline(y, inverse=True)[1]
+
+
+def checked_mask(owner: str, mask: ArrayLike) -> np.ndarray:
+    """`mask` as a numpy boolean `(d,)` array (True: kept), checked in numpy so a layer can be built
+    under `jit` / `eval_shape`: a non-empty 1-D array of zeros and ones or booleans, else a one-line
+    ValueError naming `owner`."""
+    if isinstance(mask, jax.core.Tracer):
+        raise ValueError(f"{owner}: mask must be a concrete array (numpy or a list), not a traced value")
+    mask = np.asarray(mask)
+    if mask.ndim != 1 or mask.shape[0] < 1 or not np.all((mask == 0) | (mask == 1)):
+        raise ValueError(
+            f"{owner}: mask must be a non-empty 1-D array of zeros and ones (or booleans), got shape {mask.shape}"
+        )
+    return mask.astype(bool)
+
+
+def take_coordinates(x: Array, indices: tuple[int, ...]) -> Array:
+    """`x[..., indices]` for static `indices`: a slice when they are contiguous, else a gather."""
+    if indices and indices == tuple(range(indices[0], indices[0] + len(indices))):
+        return x[..., indices[0] : indices[0] + len(indices)]
+    return x[..., np.asarray(indices, np.int32)]
+
+
+def merge_coordinates(first: Array, second: Array, first_at: tuple[int, ...], second_at: tuple[int, ...]) -> Array:
+    """The vector whose coordinates `first_at` are `first` and `second_at` are `second` (static
+    indices that together cover `0..d-1` once): one concatenate, then a static permutation unless
+    the order is already `0..d-1`."""
+    order = first_at + second_at
+    lead = jnp.broadcast_shapes(first.shape[:-1], second.shape[:-1])
+    joined = jnp.concatenate(
+        [jnp.broadcast_to(first, lead + first.shape[-1:]), jnp.broadcast_to(second, lead + second.shape[-1:])], -1
+    )
+    if order == tuple(range(len(order))):
+        return joined
+    return joined[..., np.argsort(np.asarray(order)).astype(np.int32)]

@@ -163,15 +163,15 @@ def _unit_maker(
                 conditioner = eqx.tree_at(
                     lambda c: c.net, conditioner, mlp(dim, 2 * dim, hidden_sizes, zero_output=True, key=key)
                 )
-            return MaskedCoupling(kept.astype(np.int32), conditioner)  # 0/1 ints: its check compares with 0 and 1
+            return MaskedCoupling(kept, conditioner)
         if name == "nsf":
             width, depth = (hidden_sizes or (1,))[0], len(hidden_sizes)
             coupling = SplineCoupling(
                 kept, key=key, num_bins=num_bins, bound=bound, width=width, depth=depth, context_size=context_size
             )
             if len(set(hidden_sizes)) > 1:
-                out = dim * (3 * num_bins - 1)
-                net = mlp(dim + context_size, out, hidden_sizes, zero_output=True, key=key)
+                out = len(coupling.transformed) * (3 * num_bins - 1)
+                net = mlp(len(coupling.kept) + context_size, out, hidden_sizes, zero_output=True, key=key)
                 coupling = eqx.tree_at(lambda c: c.net, coupling, net)
             return coupling
         made = MADE(dim, hidden_sizes, key=key, context_dim=context_size)
