@@ -144,6 +144,14 @@ def test_schedule_endpoints_monotone_and_inverse(name):
     np.testing.assert_allclose(schedule.time_at(schedule.log_snr(inner)), inner, atol=1e-9)
 
 
+def test_make_schedule_takes_vdm_bounds():
+    """The bounds set vdm's ends (defaults VDM's 13.3 and -5), one given alone keeps the other's default."""
+    schedule = make_schedule("vdm", 10, log_snr_max=3.0, log_snr_min=-6.0)
+    np.testing.assert_allclose(schedule.log_snr(jnp.array([0.0, 0.5, 1.0])), [3.0, -1.5, -6.0], rtol=1e-6)
+    np.testing.assert_allclose(make_schedule("vdm", 10, log_snr_max=8).log_snr(jnp.array([0.0, 1.0])), [8.0, -5.0])
+    np.testing.assert_allclose(make_schedule("vdm", 10).log_snr(jnp.array([0.0, 1.0])), [13.3, -5.0], rtol=1e-6)
+
+
 def test_time_levels():
     np.testing.assert_allclose(time_levels(make_schedule("linear", 10), 5), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
     levels = time_levels(make_schedule("cosine", 1000), 7)
@@ -431,6 +439,10 @@ def test_chunked_evaluators_with_context():
         (lambda: make_schedule("quadratic", 10), "unknown schedule"),
         (lambda: make_schedule("linear", 0), "steps must be a positive integer"),
         (lambda: make_schedule("vdm", 2.5), "steps must be a positive integer"),
+        (lambda: make_schedule("linear", 10, log_snr_max=3.0), "set the vdm schedule; linear fixes its own"),
+        (lambda: make_schedule("vdm", 10, log_snr_max=float("inf")), "log_snr_max must be a finite number"),
+        (lambda: make_schedule("vdm", 10, log_snr_min=float("nan")), "log_snr_min must be a finite number"),
+        (lambda: make_schedule("vdm", 10, log_snr_max=-6.0, log_snr_min=3.0), "must exceed log_snr_min"),
         (lambda: time_levels(make_schedule("linear", 10), 11), "must not exceed the 10 training steps"),
         (lambda: sample(None, make_schedule("vdm", 10), jax.random.key(0), (1, 2), sampler="euler"), "unknown sampler"),
         (lambda: sample(None, make_schedule("vdm", 10), jax.random.key(0), (1, 2), eta=2.0), "eta must be in"),

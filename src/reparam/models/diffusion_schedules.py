@@ -153,16 +153,26 @@ def cosine_betas(steps: int, offset: float = 0.008) -> np.ndarray:
     return np.clip(1 - f[1:] / f[:-1], 1e-12, 0.999)
 
 
-def make_schedule(name: str, steps: int) -> Schedule:
-    """The schedule `name` (`SCHEDULES`: linear, cosine, vdm) with `steps` levels (`T >= 1`)."""
+def make_schedule(
+    name: str, steps: int, *, log_snr_max: float | None = None, log_snr_min: float | None = None
+) -> Schedule:
+    """The schedule `name` (`SCHEDULES`: linear, cosine, vdm) with `steps` levels (`T >= 1`).
+
+    `log_snr_max` / `log_snr_min` bound vdm's linear log-SNR (defaults VDM's 13.3 and -5; finite,
+    max above min); linear and cosine fix their own ends, so giving either bound there is an error.
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     steps = _check_steps("make_schedule", steps)
-    if name == "linear":
-        return DiscreteSchedule(linear_betas(steps), "linear")
-    if name == "cosine":
-        return DiscreteSchedule(cosine_betas(steps), "cosine")
-    return ContinuousSchedule(steps)
+    if name != "vdm":
+        if log_snr_max is not None or log_snr_min is not None:
+            raise ValueError(f"make_schedule: log_snr_max and log_snr_min set the vdm schedule; {name} fixes its own")
+        return DiscreteSchedule(linear_betas(steps) if name == "linear" else cosine_betas(steps), name)
+    bounds = {"log_snr_max": log_snr_max, "log_snr_min": log_snr_min}
+    for key, value in bounds.items():
+        if value is not None and not (isinstance(value, (int, float, np.number)) and np.isfinite(value)):
+            raise ValueError(f"make_schedule: {key} must be a finite number, got {value!r}")
+    return ContinuousSchedule(steps, **{k: float(v) for k, v in bounds.items() if v is not None})
 
 
 def time_levels(schedule: Schedule, steps: int | None = None) -> np.ndarray:
