@@ -4,12 +4,16 @@ likelihood baselines fitted on the same split; plus training throughput.
 
     .venv/bin/python benchmarks/vae.py [--epochs 300] [--eval-k 1000] [--markdown PATH] [--json PATH] [--quick]
     .venv/bin/python benchmarks/vae.py --flows [--seeds 0 1 2] [--iwae-k 5] [--markdown PATH] [--json PATH]
+        [--posteriors gaussian planar:32 iaf:8 ...] [--kl-warmup-epochs 100] [--validation-fraction 0.1 --patience 30]
 
 `--flows` runs only the flow-posterior comparison (issue 13): the Gaussian VAE (d=8, ELBO) with its
 plain diagonal posterior and with each `--posterior` of `FLOW_RUNS`, same split, settings, epochs
 and evaluation, over several seeds; it reports each row's test NLL per seed, their mean and the
 difference to the plain posterior, next to the published MNIST -ELBO of the same posteriors (van den
 Berg et al. 2018, Table 1: no flow 86.55, planar 86.06, IAF 84.20, orthogonal Sylvester 83.32).
+`--posteriors` replaces the rows (the first should be `gaussian`, the baseline the gains are
+measured against); `--kl-warmup-epochs`, `--validation-fraction`, `--patience` apply to every row
+alike, so the comparison stays on the same settings.
 
 Method. Data: `reparam.data.load_dataset("digits")` (1,500 training and 297 test images, 8x8,
 the fixed split), binarized at pixel >= 8 of 16. Every VAE is a `reparam vae` run (in process)
@@ -64,6 +68,21 @@ FLOW_RUNS = {  # row label -> (VAECommand settings, published MNIST -ELBO of tha
     "  iaf:4 posterior": (dict(posterior="iaf:4"), 84.20),
     "  sylvester:8 posterior": (dict(posterior="sylvester:8"), 83.32),
 }
+PUBLISHED = {"gaussian": 86.55, "planar": 86.06, "iaf": 84.20, "sylvester": 83.32}
+"""van den Berg et al. 2018, Table 1, MNIST -ELBO by posterior kind (shape only)."""
+
+
+def flow_runs(posteriors: list[str] | None) -> dict:
+    """`FLOW_RUNS`, or rows for the given `--posterior` values."""
+    if not posteriors:
+        return FLOW_RUNS
+    return {
+        ("Gaussian VAE (d=8), diagonal Gaussian posterior" if p == "gaussian" else f"  {p} posterior"): (
+            dict(posterior=p),
+            PUBLISHED[p.split(":")[0]],
+        )
+        for p in posteriors
+    }
 
 
 def baselines() -> list[dict]:
@@ -105,14 +124,24 @@ def vae_row(label: str, settings: dict, epochs: int, eval_k: int, out: Path) -> 
     }
 
 
-def flow_rows(seeds: list[int], epochs: int, eval_k: int, out: Path, iwae_k: int | None = None) -> list[dict]:
-    """Every `FLOW_RUNS` row for every seed (seeds in the outer loop, so load drifts hit each row alike);
-    with `iwae_k`, every row trains IWAE_k instead of the ELBO."""
-    results = {label: [] for label in FLOW_RUNS}
+def flow_rows(
+    seeds: list[int],
+    epochs: int,
+    eval_k: int,
+    out: Path,
+    iwae_k: int | None = None,
+    runs: dict | None = None,
+    common_settings: dict | None = None,
+) -> list[dict]:
+    """Every row of `runs` (default `FLOW_RUNS`) for every seed (seeds in the outer loop, so load
+    drifts hit each row alike); with `iwae_k`, every row trains IWAE_k instead of the ELBO;
+    `common_settings` (KL warm-up, early stopping) apply to every row."""
+    runs = runs or FLOW_RUNS
+    results = {label: [] for label in runs}
     objective = {} if iwae_k is None else {"objective": "iwae", "k": iwae_k}
     for seed in seeds:
-        for i, (label, (settings, _)) in enumerate(FLOW_RUNS.items()):
-            settings = {**settings, **objective, "seed": seed}
+        for i, (label, (settings, _)) in enumerate(runs.items()):
+            settings = {**settings, **objective, **(common_settings or {}), "seed": seed}
             row = vae_row(label, settings, epochs, eval_k, out / f"flow{i}_seed{seed}")
             results[label].append(row)
             print(
@@ -127,10 +156,12 @@ def flow_rows(seeds: list[int], epochs: int, eval_k: int, out: Path, iwae_k: int
             "seeds": seeds,
             "test_nll": [r["test_nll"] for r in results[label]],
             "test_elbo": [r["test_elbo"] for r in results[label]],
+            "epochs": [r["epochs"] for r in results[label]],
             "examples_per_s": [r["examples_per_s"] for r in results[label]],
             "seconds": [r["seconds"] for r in results[label]],
+            "settings": {**objective, **(common_settings or {})},
         }
-        for label, (_, published) in FLOW_RUNS.items()
+        for label, (_, published) in runs.items()
     ]
 
 
@@ -210,6 +241,10 @@ def main(argv=None) -> int:
     parser.add_argument("--flows", action="store_true", help="only the flow-posterior comparison (FLOW_RUNS)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of --flows")
     parser.add_argument("--iwae-k", type=int, default=None, help="--flows: train every row on IWAE_k, not the ELBO")
+    parser.add_argument("--posteriors", nargs="+", default=None, help="--flows: these rows (first: gaussian)")
+    parser.add_argument("--kl-warmup-epochs", type=int, default=0, help="--flows: KL warm-up of every row")
+    parser.add_argument("--validation-fraction", type=float, default=0.0, help="--flows: early-stopping hold-out")
+    parser.add_argument("--patience", type=int, default=None, help="--flows: early-stopping patience (epochs)")
     args = parser.parse_args(argv)
     epochs, eval_k = (3, 100) if args.quick else (args.epochs, args.eval_k)
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
@@ -218,8 +253,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch)
         if args.flows:
-            rows = flow_rows(args.seeds, epochs, eval_k, out, args.iwae_k)
+            shared = {"kl_warmup_epochs": args.kl_warmup_epochs} if args.kl_warmup_epochs else {}
+            if args.patience:
+                shared |= {"validation_fraction": args.validation_fraction, "patience": args.patience}
+            rows = flow_rows(args.seeds, epochs, eval_k, out, args.iwae_k, flow_runs(args.posteriors), shared)
             trained = "trained on the ELBO" if args.iwae_k is None else f"trained on IWAE k={args.iwae_k}"
+            trained += "".join(f", {k.replace('_', ' ')} {v}" for k, v in shared.items())
             table = flow_markdown(rows, epochs, eval_k, trained)
         else:
             rows = all_rows(epochs, eval_k, out)

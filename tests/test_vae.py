@@ -348,3 +348,42 @@ def test_flow_posterior_bounds_are_ordered(kind, linear):
     np.testing.assert_array_less(iwae50[0], log_px + 3 * iwae50[1] + 1e-4)
     estimate = eqx.filter_jit(estimate_log_likelihood)(model, x, jax.random.key(30), k=10_000, chunk=500)
     np.testing.assert_allclose(estimate, log_px, atol=0.05)
+
+
+@pytest.mark.parametrize("kind", ("gaussian", "iaf"))
+def test_warmed_elbo_weighs_the_kl_by_beta(kind):
+    """`warmed_elbo` at beta = 1 is `elbo` (same draws); it is linear in beta with slope -KL, the
+    closed-form `kl_divergence` for the diagonal posterior and, for a random IAF posterior, the
+    Monte Carlo `mean(log q - log p(z))` with `log q` from `log_prob` by inversion (not the fused
+    draw); and `vae_loss` with `kl_warmup_steps = 4` trains it at `beta = (step + 1) / 4`."""
+    from reparam.models.bnn import kl_weight
+    from reparam.models.objectives import vae_loss, warmed_elbo
+
+    key, x = jax.random.key(31), jax.random.bernoulli(jax.random.key(32), 0.4, (6, 10)).astype(jnp.float32)
+    if kind == "gaussian":
+        model, kl = GaussianVAE(10, 3, (16,), key=jax.random.key(33)), "closed"
+    else:
+        model, kl = perturbed(FlowVAE(10, 3, "iaf", 2, hidden=(16,), key=jax.random.key(33)), key, 1.0), "mc"
+
+    @eqx.filter_jit
+    def terms(model):
+        q = model.posterior(x)
+        if kl == "closed":
+            reference_kl = kl_divergence(q, model.prior())
+        else:
+            z = q.rsample(key, (3,))
+            reference_kl = jnp.mean(q.log_prob(z) - model.prior().log_prob(z), 0)
+        warmed = [warmed_elbo(model, x, key, jnp.float32(b), kl=kl, num_samples=3) for b in (0.0, 0.25, 1.0)]
+        return warmed, elbo(model, x, key, kl=kl, num_samples=3), reference_kl
+
+    (at0, at_quarter, at1), full, reference_kl = terms(model)
+    assert float(jnp.min(reference_kl)) > 0.01  # a real KL term
+    np.testing.assert_allclose(at1, full, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(at0 - at1, reference_kl, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(at_quarter, at0 - 0.25 * reference_kl, rtol=1e-4, atol=1e-4)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    config = type("Config", (), dict(latent="gaussian", objective="elbo", num_samples=3, kl=kl, posterior=kind))
+    state = type("State", (), dict(step=jnp.int32(0)))
+    loss, _ = eqx.filter_jit(vae_loss(config, static, kl_warmup_steps=4))(params, x, key, state)
+    np.testing.assert_allclose(loss, -jnp.mean(at_quarter), rtol=1e-5)
+    assert float(kl_weight(jnp.int32(0), 4)) == 0.25

@@ -52,6 +52,9 @@ class VAECommand:
     kl: Literal["closed", "mc"] | None = None
     """KL term of the ELBO objective: closed form, or Monte Carlo from the same samples (default: closed
     for a Gaussian or categorical posterior, Monte Carlo for a flow posterior, which has no closed form)."""
+    kl_warmup_epochs: int = 0
+    """KL warm-up (Gaussian latent, ELBO): weigh the KL by beta rising linearly from 1/steps to 1 over
+    this many epochs' gradient steps (0: no warm-up). The scored bounds are always the true ELBO."""
     num_samples: int = 1
     """Latent samples per example in each ELBO estimate while training (REINFORCE: >= 2 uses the
     leave-one-out baseline, 1 a moving average of the learning signal)."""
@@ -98,6 +101,10 @@ class VAECommand:
         for flag, value in counts.items():
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+        if self.kl_warmup_epochs < 0:
+            raise ValueError(f"--kl-warmup-epochs must be >= 0, got {self.kl_warmup_epochs}")
+        if self.kl_warmup_epochs > 0 and (self.latent != "gaussian" or self.objective != "elbo"):
+            raise ValueError("--kl-warmup-epochs needs --latent gaussian --objective elbo (it anneals the ELBO's KL)")
         if self.num_categories < 2:
             raise ValueError(f"--num-categories must be >= 2, got {self.num_categories}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -190,8 +197,9 @@ def prepare(config: VAECommand, data: Dataset, key) -> Splits:
 
 
 @compile_once
-def programs(config: VAECommand, data_dim: int):
-    """The model's static half and the compiled epoch, bounds and log-likelihood for one setting."""
+def programs(config: VAECommand, data_dim: int, steps_per_epoch: int = 1):
+    """The model's static half and the compiled epoch, bounds and log-likelihood for one setting
+    (`steps_per_epoch` turns --kl-warmup-epochs into gradient steps)."""
     shapes = eqx.filter_eval_shape(O.init_vae, config, data_dim, jax.random.key(0))
     trained = lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct) and jnp.issubdtype(leaf.dtype, jnp.inexact)
     if not all(map(trained, jax.tree_util.tree_leaves(shapes))):  # fixed integer arrays (IAF's orders, masks)
@@ -200,7 +208,7 @@ def programs(config: VAECommand, data_dim: int):
     model = lambda params: eqx.combine(params, static)
     reinforce = config.latent == "categorical" and config.estimator == "reinforce"
     epoch = training.make_epoch(
-        O.vae_loss(config, static),
+        O.vae_loss(config, static, config.kl_warmup_epochs * steps_per_epoch),
         optax.adam(config.learning_rate),
         config.batch_size,
         update_extra=O.update_baseline if reinforce else None,
@@ -225,8 +233,9 @@ def main(config: VAECommand, console: Console | None = None, *, stop_after: int 
     compiled = dataclasses.replace(
         config, seed=0, epochs=1, out=Path("."), resume=None, tensorboard=False, patience=None
     )  # what compiles: one program per setting
-    static, epoch, bound, log_likelihood = programs(compiled, data.x_train.shape[1])
-    examples = (splits.train.shape[0] // config.batch_size) * config.batch_size
+    steps_per_epoch = splits.train.shape[0] // config.batch_size
+    static, epoch, bound, log_likelihood = programs(compiled, data.x_train.shape[1], steps_per_epoch)
+    examples = steps_per_epoch * config.batch_size
 
     def init() -> VAEState:
         params = eqx.filter(

@@ -3,7 +3,7 @@ on a whole data set (in bounded memory, through `training.evaluate`).
 
 `config` below is any object with the fields of `reparam.commands.vae.VAECommand` that are read
 (latent, posterior, latent_dim, num_categories, hidden_sizes, likelihood, objective, k, kl, num_samples,
-estimator, min_temperature, anneal_rate).
+estimator, min_temperature, anneal_rate, kl_warmup_epochs).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
+from ..distributions import kl_divergence
 from ..training import TrainState, evaluate
+from .bnn import kl_weight
 from .categorical_vae import CategoricalVAE, annealed_temperature, reinforce_objective, relaxed_objective
 from .flow_posteriors import FlowVAE, parse_posterior
 from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound
@@ -57,13 +59,32 @@ def temperature_at(config, step: Array) -> Array:
     return annealed_temperature(step, min_temperature=config.min_temperature, anneal_rate=config.anneal_rate)
 
 
-def vae_loss(config, static: PyTree) -> Callable:
+def warmed_elbo(model, x: Array, key: PRNGKeyArray, beta: Array, *, kl: str = "closed", num_samples: int = 1) -> Array:
+    """The KL-annealed ELBO `E_q[log p(x | z)] - beta KL(q(z | x) || p(z))`, shape `(B,)` (Bowman et
+    al. 2016; van den Berg et al. 2018 warm `beta` from 0 to 1): `beta = 1` is `vae.elbo`. With
+    `kl="mc"` the KL is `mean_i [log q(z_i | x) - log p(z_i)]` over the same `num_samples` draws
+    (flow posteriors); with `kl="closed"` the closed form of `kl_divergence`."""
+    q = model.posterior(x)
+    if kl == "mc":
+        z, log_q = q.rsample_and_log_prob(key, (num_samples,))
+        kl_value = jnp.mean(log_q - model.prior().log_prob(z), 0)
+    elif kl == "closed":
+        z = q.rsample(key, (num_samples,))
+        kl_value = kl_divergence(q, model.prior())
+    else:
+        raise ValueError(f"kl must be 'closed' or 'mc', got {kl!r}")
+    return jnp.mean(model.likelihood(z).log_prob(x), 0) - beta * kl_value
+
+
+def vae_loss(config, static: PyTree, kl_warmup_steps: int = 0) -> Callable:
     """`loss(params, x, key, state) -> (-objective, {"objective", "signal"})` for `training.make_epoch`.
 
     The objective is the batch mean of what `config` trains (ELBO with closed-form or Monte Carlo
     KL, IWAE_k, a Gumbel-Softmax relaxation at the annealed temperature, or the REINFORCE
     surrogate); `signal` is REINFORCE's mean learning signal (0 otherwise), which `update_baseline`
-    averages into `state.extra`. `static` is the model's non-array half (`eqx.partition`).
+    averages into `state.extra`. `static` is the model's non-array half (`eqx.partition`). With
+    `kl_warmup_steps > 0` (Gaussian latent, ELBO) the KL is weighted by
+    `beta_t = bnn.kl_weight(state.step, kl_warmup_steps)`, rising linearly to 1 (`warmed_elbo`).
     """
     n, zero, kl = config.num_samples, jnp.zeros((), jnp.float32), kl_term(config)
 
@@ -71,6 +92,9 @@ def vae_loss(config, static: PyTree) -> Callable:
         if config.latent == "gaussian":
             if config.objective == "iwae":
                 return jnp.mean(iwae_bound(model, x, key, config.k)), zero
+            if kl_warmup_steps > 0:
+                beta = kl_weight(state.step, kl_warmup_steps)
+                return jnp.mean(warmed_elbo(model, x, key, beta, kl=kl, num_samples=n)), zero
             return jnp.mean(elbo(model, x, key, kl=kl, num_samples=n)), zero
         if config.estimator == "reinforce":
             surrogate, signal = reinforce_objective(model, x, key, state.extra, num_samples=n)
