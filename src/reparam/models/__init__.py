@@ -48,9 +48,11 @@ from .flows import (
     reverse_kl_loss,
     standard_normal,
 )
+from .objectives import warmed_elbo
 from .vae import GaussianVAE, elbo, estimate_log_likelihood, iwae_bound, log_weights
 
 __all__ = [
+    "warmed_elbo",
     "FlowPosterior",
     "FlowVAE",
     "PerExample",
