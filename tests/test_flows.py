@@ -87,6 +87,31 @@ def test_density_is_change_of_variables_and_integrates_to_one(name):
     assert abs(float(mass) - 1) < 1e-3, float(mass)
 
 
+def test_onto_flows_skip_the_support_check_and_bounded_ones_keep_it():
+    """Every factory's bijector is `onto` R^d, so `log_prob` traces no support check (no
+    `reduce_and` over an all-True mask; its values are the change-of-variables test's above); a flow
+    ended by `Tanh` is not onto: `-inf` outside (-1, 1)^2 and, inside, the flow's density at
+    `atanh(y)` minus `sum log(1 - y^2)` (float64)."""
+    from reparam.bijectors.chain import Chain
+    from reparam.bijectors.exp import Exp
+    from reparam.bijectors.tanh import Tanh
+
+    y = jnp.asarray([[0.3, -0.5], [1.5, 0.2], [0.1, -2.0], [-0.9, 0.99]], F64)
+    for name in FLOWS:
+        flow = make_flow(name, 2, 2, key=jax.random.key(1), hidden_sizes=(8,), dtype=F64)
+        assert flow.bijector.onto, name
+        assert "reduce_and" not in str(jax.make_jaxpr(flow.log_prob)(y)), name
+    assert not Exp.onto and not Tanh.onto and not Chain([Tanh(), flow.bijector]).onto
+    flow = perturbed(make_flow("nsf", 2, 2, key=jax.random.key(2), hidden_sizes=(8,), dtype=F64), jax.random.key(3))
+    bounded = Transformed(flow.base, Chain([Tanh(), flow.bijector]))
+    log_prob = np.asarray(eqx.filter_jit(lambda d, v: d.log_prob(v))(bounded, y))
+    inside = np.all(np.abs(np.asarray(y)) < 1, -1)
+    assert np.all(log_prob[~inside] == -np.inf) and np.all(np.isfinite(log_prob[inside]))
+    y_in = y[inside]
+    expected = flow.log_prob(jnp.arctanh(y_in)) - jnp.sum(jnp.log1p(-(y_in**2)), -1)
+    np.testing.assert_allclose(log_prob[inside], expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["iaf", "nsf"])
 def test_conditional_flow_is_change_of_variables_per_context(name):
     """(iaf covers maf's conditioner: one MADE class, the context enters it the same way in both
@@ -173,6 +198,28 @@ def test_variational_fit_of_a_gaussian_drives_kl_to_zero(stick_the_landing):
     end = float(kl(flow, jax.random.key(8)))
     assert losses.shape == (600,) and np.all(np.isfinite(losses))
     assert start > 1.0 and end < 0.02, (start, end)
+
+
+@pytest.mark.usefixtures("as_users_run_it")
+def test_fit_variational_compiles_once_per_structure():
+    """A second `fit_variational` call with the same flow structure, target, settings and (default)
+    optimizer reuses the compiled program: the target is traced once (a trace-time counter), and
+    the second fit continues from the first's parameters with a new key."""
+    traces = []
+
+    def log_p(z):
+        traces.append(1)  # runs only while tracing
+        return -0.5 * jnp.sum(z**2, -1)
+
+    flow = make_flow("realnvp", 2, 2, key=jax.random.key(11), hidden_sizes=(8,))
+    once, first = fit_variational(flow, log_p, key=jax.random.key(12), steps=5, num_samples=16)
+    twice, second = fit_variational(once, log_p, key=jax.random.key(13), steps=5, num_samples=16)
+    assert len(traces) == 1
+    assert np.all(np.isfinite(first)) and np.all(np.isfinite(second))
+    before, after = (jax.tree.leaves(eqx.filter(f, eqx.is_inexact_array)) for f in (once, twice))
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(before, after, strict=True)) > 0  # it trained
+    fit_variational(flow, log_p, key=jax.random.key(14), steps=6, num_samples=16)  # another scan length
+    assert len(traces) == 2
 
 
 def test_sticking_the_landing_gradient_vanishes_at_the_optimum():

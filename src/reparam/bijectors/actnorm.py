@@ -26,6 +26,7 @@ class ActNorm(Bijector):
     the identity (`loc = log_scale = 0`); initialise from data with `actnorm_init`."""
 
     event_ndims = 1
+    onto = True  # a per-coordinate affine map with exp(log_scale) > 0
     loc: Array
     log_scale: Array
 

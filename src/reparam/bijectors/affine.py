@@ -12,6 +12,8 @@ from .base import Bijector
 class Affine(Bijector):
     """`y = shift + scale * x`, `log|dy/dx| = log|scale|`; `scale` must be non-zero and finite."""
 
+    onto = True  # scale != 0: onto R
+
     shift: Array
     scale: Array
 

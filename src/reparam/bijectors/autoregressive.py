@@ -156,6 +156,7 @@ class MaskedAutoregressiveAffine(FusedBijector):
     """
 
     event_ndims = 1
+    onto = True  # affine in each coordinate given the previous ones, scale exp(.) > 0
     made: MADE
     context: Array | None
     mode: Literal["maf", "iaf"] = eqx.field(static=True)

@@ -3,7 +3,8 @@
 `forward_log_det_jacobian(x) = log |det dy/dx|`. Elementwise bijectors (`event_ndims = 0`) return
 it per element; a bijector acting on vectors (`event_ndims = 1`) returns it per vector.
 `in_range(y)` tells where `inverse` is defined; `range_point` is a value inside the range, used to
-keep gradients finite where a caller masks out-of-range values.
+keep gradients finite where a caller masks out-of-range values. `onto = True` marks a bijector onto
+all of `R^d` (`in_range` is all True), so callers skip the support check.
 """
 
 from __future__ import annotations
@@ -49,14 +50,19 @@ class Bijector(eqx.Module):
     and `inverse` keep the shape of their input; the log-dets have the input's shape with the
     last `event_ndims` axes summed away. A bijector is callable: `b(x) == b.forward(x)`.
 
-    Class attributes: `event_ndims` (0: elementwise; 1: acts on vectors along the last axis) and
-    `range_point` (a point inside the range of `forward`, substituted for out-of-range values).
+    Class attributes: `event_ndims` (0: elementwise; 1: acts on vectors along the last axis),
+    `range_point` (a point inside the range of `forward`, substituted for out-of-range values) and
+    `onto` (True when `forward` maps onto all of `R^d`: no value is out of range).
     """
 
     event_ndims: ClassVar[int] = 0
     """Number of rightmost axes `f` acts on jointly (0: elementwise); the log-dets sum them."""
     range_point: ClassVar[float] = 0.0
     """A value inside the range of `forward`, substituted for out-of-range inputs to `inverse`."""
+    onto: ClassVar[bool] = False
+    """True when `forward` maps onto all of `R^d` (`in_range` is all True): `Transformed.log_prob`
+    then skips the support check (a constant all-True mask XLA would fold at every batch size).
+    False (the safe default) for maps onto a part, e.g. `Exp`, `Sigmoid`, `Tanh`."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -93,7 +99,8 @@ class Bijector(eqx.Module):
 
     def in_range(self, y: Array) -> Array:
         """Boolean mask, shape `y.shape`, of values the forward map can reach (all True by
-        default). Elementwise even for `event_ndims > 0`; callers reduce over event axes."""
+        default). Elementwise even for `event_ndims > 0`; callers reduce over event axes. Callers
+        may skip it when `onto` is True."""
         return jnp.ones(jnp.shape(y), bool)
 
     def __call__(self, x: Array) -> Array:

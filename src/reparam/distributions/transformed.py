@@ -15,7 +15,8 @@ class Transformed(Distribution):
 
     `rsample_and_log_prob` scores its own sample with the forward log-det at the base point and
     never inverts `y`. `log_prob(y)` of a given value inverts it (see the bijector's notes on
-    saturation). Values outside the bijector's range get `-inf`.
+    saturation). Values outside the bijector's range get `-inf`; a bijector `onto` all of `R^d` needs
+    no such check, and `log_prob` skips it.
     """
 
     base: Distribution
@@ -61,8 +62,12 @@ class Transformed(Distribution):
         return y, base_log_prob - self._reduce_log_det(log_det)
 
     def log_prob(self, value) -> Array:
-        """`log p_base(f^-1(y)) + log|det J_f^-1(y)|`; `-inf` outside the bijector's range."""
+        """`log p_base(f^-1(y)) + log|det J_f^-1(y)|`; `-inf` outside the bijector's range (no
+        check when the bijector is `onto`)."""
         y = jnp.asarray(value, self.dtype)
+        if self.bijector.onto:
+            x, log_det = self.bijector.inverse_and_log_det(y)
+            return self.base.log_prob(x) + self._reduce_log_det(log_det)
         inside = self.bijector.in_range(y)
         x, log_det = self.bijector.inverse_and_log_det(jnp.where(inside, y, self.bijector.range_point))
         log_prob = self.base.log_prob(x) + self._reduce_log_det(log_det)

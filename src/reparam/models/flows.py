@@ -332,13 +332,33 @@ def fit_variational(
 ) -> tuple[Transformed, Array]:
     """Reverse-KL fit of `flow` to the unnormalised `target_log_prob` for `steps` Adam steps
     (default Adam(1e-3)) in one compiled `lax.scan`: `(flow, losses)`, `losses` `(steps,)` the
-    per-step estimates of `KL(q || p) - log Z` (see `reverse_kl_loss`)."""
+    per-step estimates of `KL(q || p) - log Z` (see `reverse_kl_loss`).
+
+    The program is compiled once per flow structure (shapes, dtypes, static fields), `steps`,
+    `num_samples`, `stick_the_landing` and the identity of `target_log_prob` and `optimizer`
+    (the default Adam is one shared object): a repeated call with a new key or new parameters
+    reuses it."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"fit_variational: steps must be a positive integer, got {steps!r}")
-    optimizer = optax.adam(1e-3) if optimizer is None else optimizer
+    optimizer = DEFAULT_VARIATIONAL_OPTIMIZER if optimizer is None else optimizer
+    reverse_kl_loss(target_log_prob, num_samples)  # checks num_samples (one-line error) before compiling
     params, static = eqx.partition(flow, eqx.is_inexact_array)
-    loss = reverse_kl_loss(target_log_prob, num_samples, stick_the_landing=stick_the_landing, static=static)
-    run = jax.jit(make_steps(loss, optimizer), donate_argnums=0)
+    settings = (target_log_prob, int(num_samples), bool(stick_the_landing), optimizer)
     state = training.init_train_state(jax.tree.map(jnp.array, params), optimizer)
-    state, metrics = run(state, jax.random.split(key, steps))
-    return eqx.combine(state.params, static), metrics["loss"]
+    state, losses = _variational_steps((settings, static), state, jax.random.split(key, steps))
+    return eqx.combine(state.params, static), losses
+
+
+DEFAULT_VARIATIONAL_OPTIMIZER = optax.adam(1e-3)
+"""`fit_variational`'s optimizer when none is given (one object, so its programs are reused)."""
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _variational_steps(fixed, state: training.TrainState, keys: PRNGKeyArray):
+    """`fit_variational`'s compiled program: `fixed = ((target_log_prob, num_samples,
+    stick_the_landing, optimizer), static)` (the Python objects are part of the cache key, the
+    static part's arrays are traced, not donated), `state` donated; returns `(state, losses)`."""
+    (target_log_prob, num_samples, stick_the_landing, optimizer), static = fixed
+    loss = reverse_kl_loss(target_log_prob, num_samples, stick_the_landing=stick_the_landing, static=static)
+    state, metrics = make_steps(loss, optimizer)(state, keys)
+    return state, metrics["loss"]
