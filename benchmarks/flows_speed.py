@@ -20,8 +20,9 @@ Each (flow, d in {2, 64}, op in {log_prob, sample}, batch in {1024, 65536}) cell
 per library ahead of time (`jax.jit(fn).lower(...).compile()`, the flow's arrays an argument; "compile
 s" is tracing + compiling), calls it once to warm up, then times calls with `jax.block_until_ready` in
 `--rounds` interleaved rounds (reparam, flowjax, reparam, ...; each round gives each library about the
-same wall time), so load drifts hit both alike. `--proposed` adds, for NSF, reparam with the
-`SplineCoupling` change proposed to the lead (`proposed_spline_coupling`). Reported: the median call
+same wall time), so load drifts hit both alike. (The `SplineCoupling` change that `--proposed` used
+to time, conditioner and spline on the transformed coordinates only, is in the library since
+2026-12-02 11:00, with `Transformed.log_prob` skipping the support check of `onto` flows.) Reported: the median call
 time of each and the ratio reparam / flowjax (< 1: reparam faster), and XLA's own memory estimate of
 each compiled program (temporaries + outputs, from `compiled.memory_analysis()`): the peak a call
 needs beyond its inputs.
@@ -30,7 +31,6 @@ needs beyond its inputs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -100,43 +100,6 @@ def memory_mib(compiled) -> float | None:
         return None
 
 
-@contextlib.contextmanager
-def proposed_spline_coupling():
-    """While active, `SplineCoupling` runs as proposed to the lead (a change in
-    src/reparam/bijectors/coupling.py, measured here without editing it): the conditioner's output
-    layer keeps only the rows of the transformed coordinates and the spline is evaluated on those
-    only, instead of on all `d` coordinates with the kept half masked out afterwards. Written for
-    `make_flow`'s masks (the first `d // 2` coordinates kept); the results are identical."""
-    from reparam.bijectors.coupling import SplineCoupling
-    from reparam.bijectors.spline import rational_quadratic_spline
-    from reparam.nn import over_leading_axes
-
-    def transformed_half(self, x, inverse):
-        dim = self.mask.shape[0]
-        kept, per = dim // 2, 3 * self.num_bins - 1
-        last = self.net.layers[-1]
-        net = eqx.tree_at(
-            lambda m: (m.layers[-1].weight, m.layers[-1].bias),
-            self.net,
-            (last.weight[kept * per :], last.bias[kept * per :]),
-        )
-        raw = over_leading_axes(net, jnp.where(self.mask, x, jnp.zeros_like(x)))
-        widths, heights, derivatives = jnp.split(
-            raw.reshape(x.shape[:-1] + (dim - kept, per)), [self.num_bins, 2 * self.num_bins], axis=-1
-        )
-        out, log_det = rational_quadratic_spline(
-            x[..., kept:], widths, heights, derivatives, bound=self.bound, inverse=inverse
-        )
-        return jnp.concatenate([x[..., :kept], out], axis=-1), jnp.sum(log_det, axis=-1)
-
-    original = SplineCoupling._spline
-    SplineCoupling._spline = transformed_half
-    try:
-        yield
-    finally:
-        SplineCoupling._spline = original
-
-
 def time_cell(calls: dict, rounds: int, round_s: float) -> dict:
     """A warm-up call, a probe call (skipped when the warm-up took over 2 s: then at most 3 rounds of
     one call), then `rounds` interleaved rounds of about `round_s` seconds per contender."""
@@ -164,30 +127,24 @@ def time_cell(calls: dict, rounds: int, round_s: float) -> dict:
     return out
 
 
-def run(cells, rounds: int, round_s: float, proposed: bool) -> list[dict]:
-    """Time every cell; with `proposed`, nsf cells also time reparam with `proposed_spline_coupling`."""
+def run(cells, rounds: int, round_s: float) -> list[dict]:
+    """Time every cell, reparam and flowjax interleaved."""
     rows = []
     for flow_name, dim, op, batch in cells:
         built = {
             "reparam": programs(reparam_flow(flow_name, dim, jax.random.key(0)), op, batch, dim),
             "flowjax": programs(flowjax_flow(flow_name, dim, jax.random.key(0)), op, batch, dim),
         }
-        if proposed and flow_name == "nsf":
-            with proposed_spline_coupling():
-                built["reparam_proposed"] = programs(reparam_flow(flow_name, dim, jax.random.key(0)), op, batch, dim)
         load = common.loadavg()[0]
         timing = time_cell({lib: b[0] for lib, b in built.items()}, rounds, round_s)
         row = {"flow": flow_name, "dim": dim, "op": op, "batch": batch, "load_1min": load}
         for lib, (_, compiled, compile_s) in built.items():
             row[lib] = {**timing[lib], "compile_s": compile_s, "memory_mib": memory_mib(compiled)}
         row["ratio"] = row["reparam"]["median_ms"] / row["flowjax"]["median_ms"]
-        if "reparam_proposed" in row:
-            row["ratio_proposed"] = row["reparam_proposed"]["median_ms"] / row["flowjax"]["median_ms"]
         rows.append(row)
-        extra = f" (proposed {row['ratio_proposed']:.2f})" if "ratio_proposed" in row else ""
         print(
             f"{flow_name:8s} d={dim:<3d} {op:9s} n={batch:<6d} reparam {row['reparam']['median_ms']:9.2f} ms "
-            f"flowjax {row['flowjax']['median_ms']:9.2f} ms ratio {row['ratio']:.2f}{extra} | compile "
+            f"flowjax {row['flowjax']['median_ms']:9.2f} ms ratio {row['ratio']:.2f} | compile "
             f"{row['reparam']['compile_s']:.1f} / {row['flowjax']['compile_s']:.1f} s | load {load:.1f}",
             flush=True,
         )
@@ -206,8 +163,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r['batch']:,}",
             f"{r['reparam']['median_ms']:,.2f}",
             f"{r['flowjax']['median_ms']:,.2f}",
-            (f"**{r['ratio']:.2f}**" if r["ratio"] > 1.0 else f"{r['ratio']:.2f}")
-            + (f" (proposed: {r['ratio_proposed']:.2f})" if "ratio_proposed" in r else ""),
+            f"**{r['ratio']:.2f}**" if r["ratio"] > 1.0 else f"{r['ratio']:.2f}",
             f"{r['reparam']['compile_s']:.2f} / {r['flowjax']['compile_s']:.2f}",
             f"{mem(r['reparam']['memory_mib'])} / {mem(r['flowjax']['memory_mib'])}",
         ]
@@ -236,9 +192,6 @@ def main(argv=None) -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS), help="dimensions to run")
     parser.add_argument("--ops", nargs="+", default=list(OPS), help="ops to run")
     parser.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes to run")
-    parser.add_argument(
-        "--proposed", action="store_true", help="nsf cells: also time the proposed SplineCoupling (see its docstring)"
-    )
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--markdown", metavar="PATH")
     args = parser.parse_args(argv)
@@ -248,7 +201,7 @@ def main(argv=None) -> int:
     rounds = 2 if args.quick else args.rounds
     cells = [(f, d, op, b) for f in (args.only or FLOWS) for d in args.dims for op in args.ops for b in batches]
     jax.block_until_ready(jax.jit(jnp.sin)(jnp.ones(3)))  # the process's one-time compile set-up, not a cell's
-    rows = run(cells, rounds, args.round_s, args.proposed)
+    rows = run(cells, rounds, args.round_s)
     table = markdown(rows)
     common.finish(started)
     print(f"\n{table}")
