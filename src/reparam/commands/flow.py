@@ -285,8 +285,7 @@ def programs(config: FlowCommand, problem_key: tuple, total_steps: int) -> Progr
     scale)` (hashable: tuples)."""
     kind, dim, levels, mean, scale = problem_key
     mean, scale = jnp.asarray(mean, jnp.float32), jnp.asarray(scale, jnp.float32)
-    _, _, static = split_flow(build_flow(config, dim, jax.random.key(0)))  # eagerly: MaskedCoupling's
-    # mask check calls bool() on an array, so the flow cannot be built under eval_shape or jit
+    _, _, static = split_flow(build_flow(config, dim, jax.random.key(0)))  # the structure only (cheap)
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
         optax.adam(optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1))),

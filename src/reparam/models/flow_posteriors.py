@@ -137,6 +137,11 @@ class PerExample(FusedBijector):
         """That of the wrapped bijector."""
         return self.bijector.event_ndims
 
+    @property
+    def onto(self) -> bool:  # type: ignore[override]
+        """That of the wrapped bijector (per-example parameters do not change the range)."""
+        return self.bijector.onto
+
     def _mapped(self, method: str, v: Array) -> tuple[Array, Array]:
         size = jax.tree_util.tree_leaves(self.bijector)[0].shape[0]
         axis = v.ndim - 1 - self.event_ndims
