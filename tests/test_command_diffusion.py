@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import equinox as eqx
-import jax
 import numpy as np
 import pytest
 
@@ -15,6 +14,7 @@ from reparam.cli import main
 from reparam.commands import diffusion as command
 from reparam.commands.diffusion import DiffusionCommand
 from reparam.commands.diffusion import main as run
+from reparam.runs import RunKeys
 
 pytestmark = pytest.mark.usefixtures("as_users_run_it")
 
@@ -84,7 +84,7 @@ def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_pa
     large KL terms), and the per-epoch held-out loss must fall too."""
     config = DiffusionCommand(**{**TOY, "epochs": 30}, out=tmp_path / "r")  # the programs of the tests above
     rows = run(config)
-    keys = command.Keys(*jax.random.split(jax.random.key(config.seed), 6))
+    keys = RunKeys.from_seed(config.seed)
     data = command.load_data(config, keys.data)
     compiled_config = command.compiled_settings(config)
     compiled = command.programs(compiled_config)

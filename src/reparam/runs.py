@@ -30,9 +30,10 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import equinox as eqx
+import jax
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -415,6 +416,23 @@ def _log_tensorboard(writer, rows: Sequence[dict], default_step: int) -> None:
 
 
 # --- compile once -----------------------------------------------------------------------
+
+
+class RunKeys(NamedTuple):
+    """Every random stream of a run, split once from the seed (`RunKeys.from_seed`); per-epoch keys
+    are `fold_in(stream, epoch)`, so a resumed run draws what the uninterrupted one would."""
+
+    init: jax.Array
+    data: jax.Array
+    train: jax.Array
+    eval: jax.Array
+    final: jax.Array
+    pictures: jax.Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> RunKeys:
+        """The six independent streams of seed `seed`."""
+        return cls(*jax.random.split(jax.random.key(seed), 6))
 
 
 def compile_once(fn: Callable) -> Callable:

@@ -35,7 +35,7 @@ from ..models.diffusion_pictures import plot_bound_terms, plot_class_samples, pl
 from ..models.diffusion_sampling import SAMPLERS, sample
 from ..models.distances import median_bandwidth, mmd, sliced_wasserstein
 from ..nn.time import ResidualMLP, TimeMLP
-from ..runs import Job, compile_once, drive, open_run, resolve_config, serialise, write_atomic
+from ..runs import Job, RunKeys, compile_once, drive, open_run, resolve_config, serialise, write_atomic
 
 TOYS = {
     "moons": "two_moons",
@@ -217,17 +217,6 @@ class DiffusionData(NamedTuple):
     decoder: str
     levels: int
     image_shape: tuple[int, int] | None
-
-
-class Keys(NamedTuple):
-    """Every random stream of a run, split once from the seed; per-epoch keys are `fold_in(., epoch)`."""
-
-    init: jax.Array
-    data: jax.Array
-    train: jax.Array
-    eval: jax.Array
-    final: jax.Array
-    samples: jax.Array
 
 
 def to_model_space(config: DiffusionCommand, x: jax.Array) -> jax.Array:
@@ -450,7 +439,7 @@ def epoch_data(config: DiffusionCommand, data: DiffusionData, key, e: int):
     return (data.train, data.train_labels) if config.conditional else data.train
 
 
-def final_metrics(config: DiffusionCommand, compiled: Programs, params, data: DiffusionData, keys: Keys) -> dict:
+def final_metrics(config: DiffusionCommand, compiled: Programs, params, data: DiffusionData, keys: RunKeys) -> dict:
     """The test bound and its terms (nats), the ODE NLL, bits/dim for digits; terms kept for the picture."""
     begun = time.perf_counter()
     terms = compiled.bound(params, data.test, keys.final)
@@ -499,13 +488,13 @@ def draw_pictures(
     compiled: Programs,
     params,
     data: DiffusionData,
-    keys: Keys,
+    keys: RunKeys,
     row: dict,
     bound_terms: np.ndarray,
 ):
     """samples.png, trajectory.png, bound_terms.png (+ class_samples.png when conditional) from the
     EMA weights and the final row's terms; returns the samples and the sampling time (seconds)."""
-    k_draw, k_class = jax.random.split(keys.samples)
+    k_draw, k_class = jax.random.split(keys.pictures)
     labels = None
     if config.conditional:
         labels = jnp.arange(config.num_samples, dtype=jnp.int32) % NUM_CLASSES
@@ -562,7 +551,7 @@ def main(config: DiffusionCommand, console: Console | None = None, *, stop_after
     """Train (or resume) a diffusion run, writing its folder; returns the metric rows."""
     config = resolve_config("diffusion", config)  # on --resume, every option comes from the run's own folder
     config.check()
-    keys = Keys(*jax.random.split(jax.random.key(config.seed), 6))
+    keys = RunKeys.from_seed(config.seed)
     data = load_data(config, keys.data)  # bad settings fail here, before the folder is written
     run = open_run("diffusion", config, resume=config.resume)
     compiled_config = compiled_settings(config)
@@ -605,7 +594,7 @@ def main(config: DiffusionCommand, console: Console | None = None, *, stop_after
         samples, seconds = draw_pictures(config, run.folder, compiled, params, data, keys, row, terms)
         row["sampling_seconds"] = seconds
         if not config.image:
-            row.update(sample_metrics(config, samples, data, jax.random.fold_in(keys.samples, 1)))
+            row.update(sample_metrics(config, samples, data, jax.random.fold_in(keys.pictures, 1)))
         rows.append({"epoch": best["epoch"], "epochs_trained": epochs[-1]["epoch"], **row})
         write_atomic(run.folder / "model.eqx", serialise(params))
         kept = [f"EMA weights of epoch {best['epoch']} of {epochs[-1]['epoch']} (best validation bound)"]

@@ -46,8 +46,7 @@ from ..data.tables import load_table
 from ..distributions.transformed import Transformed
 from ..models import flow_pictures as P
 from ..models.flows import check_flow_settings, density_loss, make_flow, make_steps, reverse_kl_loss
-from ..runs import Job, compile_once, drive, open_run, resolve_config, serialise, write_atomic
-from .vae import Keys  # the run's random streams (init, data, train, eval, final, pictures)
+from ..runs import Job, RunKeys, compile_once, drive, open_run, resolve_config, serialise, write_atomic
 
 TOY_NAMES = {"moons": "two_moons", "8gaussians": "eight_gaussians"} | {name: name for name in TOYS}
 """`--data` spellings of the 2-D toys -> `reparam.data.toys` names."""
@@ -373,7 +372,7 @@ def main(config: FlowCommand, console: Console | None = None, *, stop_after: int
     """Fit (or resume) a flow run, writing its folder; returns the metric rows."""
     config = resolve_config("flow", config)  # on --resume, every option comes from the run's own folder
     config.check()
-    keys = Keys(*jax.random.split(jax.random.key(config.seed), 6))
+    keys = RunKeys.from_seed(config.seed)
     problem = load_problem(config, keys.data)  # bad data fail here, before the folder is written
     check_flow_settings(config.flow, problem.dim, config.layers, config.hidden_sizes, 0)
     plan = schedule(config, problem)

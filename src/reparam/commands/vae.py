@@ -20,7 +20,7 @@ from ..data import Dataset, binarize_dynamic, binarize_static, load_dataset
 from ..models import objectives as O
 from ..models.flow_posteriors import parse_posterior
 from ..models.pictures import draw_vae_pictures
-from ..runs import Job, compile_once, drive, open_run, resolve_config, serialise, write_atomic
+from ..runs import Job, RunKeys, compile_once, drive, open_run, resolve_config, serialise, write_atomic
 
 
 @dataclass(frozen=True)
@@ -153,17 +153,6 @@ class Splits(NamedTuple):
     test: jax.Array
 
 
-class Keys(NamedTuple):
-    """Every random stream of a run, split once from the seed; per-epoch keys are `fold_in(., epoch)`."""
-
-    init: jax.Array
-    data: jax.Array
-    train: jax.Array
-    eval: jax.Array
-    final: jax.Array
-    pictures: jax.Array
-
-
 class VAEState(NamedTuple):
     """A run's state between epochs: the train state and, with early stopping, its state."""
 
@@ -227,7 +216,7 @@ def main(config: VAECommand, console: Console | None = None, *, stop_after: int 
     config = resolve_config("vae", config)  # on --resume, every option comes from the run's own folder
     config.check()
     data = load_dataset(config.dataset)
-    keys = Keys(*jax.random.split(jax.random.key(config.seed), 6))
+    keys = RunKeys.from_seed(config.seed)
     splits = prepare(config, data, keys.data)  # bad settings fail here, before the folder is written
     run = open_run("vae", config, resume=config.resume)
     compiled = dataclasses.replace(
