@@ -404,6 +404,35 @@ def test_fresh_coupling_mlp_is_identity(dtype):
     np.testing.assert_array_equal(inverse(bij, x), x)
 
 
+def test_masked_coupling_mlp_reads_kept_and_writes_free_coordinates_only():
+    """`CouplingMLP(mask=...)`: `len(kept) -> 2 len(free)` outputs, zero at the kept coordinates, blind
+    to the free inputs; its coupling passes the log-det check like the full-width conditioner."""
+    mask = np.array([True, False, False, True, False])
+    cond = eqx.filter_jit(lambda key: CouplingMLP(5, WIDTH, DEPTH, key=key, mask=mask))(jax.random.key(3))
+    rng = np.random.default_rng(5)
+    last = cond.net.layers[-1]
+    cond = eqx.tree_at(
+        lambda c: (c.net.layers[-1].weight, c.net.layers[-1].bias),
+        cond,
+        (
+            jnp.asarray(rng.standard_normal(last.weight.shape), jnp.float32),
+            jnp.asarray(rng.standard_normal(last.bias.shape), jnp.float32),
+        ),
+    )
+    cond = cast_tree(cond, "float64")
+    assert cond.net.layers[0].weight.shape == (WIDTH, 2) and last.weight.shape == (6, WIDTH)
+    x = normal_draws((32, 5), 6, "float64")
+    shift, log_scale = jax.vmap(cond)(x)
+    np.testing.assert_array_equal(shift[:, mask], 0.0)
+    np.testing.assert_array_equal(log_scale[:, mask], 0.0)
+    assert np.all(shift[:, ~mask] != 0)
+    moved = np.where(mask, x, 7.0)  # the free coordinates do not enter
+    np.testing.assert_array_equal(jax.vmap(cond)(moved)[0], shift)
+    check_vector_log_dets(MaskedCoupling(mask, cond), x, 1e-10)
+    with pytest.raises(ValueError, match=r"mask must have shape \(4,\)"):
+        CouplingMLP(4, WIDTH, DEPTH, key=jax.random.key(0), mask=mask)
+
+
 def test_coupling_mlp_log_scale_is_bounded():
     cond = random_conditioner(4, 10, "float64", scale=50.0)
     x = normal_draws((100, 4), 11, "float64", scale=10.0)

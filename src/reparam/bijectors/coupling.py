@@ -24,19 +24,54 @@ Conditioner = Callable[[Array], tuple[Array, Array]]
 
 class CouplingMLP(eqx.Module):
     """Conditioner `x_masked -> (shift, log_scale)`: an MLP whose last layer starts at zero (the
-    coupling starts as the identity) and whose `log_scale` is bounded to (-bound, bound) by tanh."""
+    coupling starts as the identity) and whose `log_scale` is bounded to (-bound, bound) by tanh.
+
+    Without `mask` the MLP maps all `dim` coordinates (the masked ones zero) to `2 dim` outputs. With
+    the coupling's `mask` `(dim,)` (True: kept) it reads only the kept coordinates and outputs only
+    the free ones' parameters, `len(kept) -> 2 len(free)`, zeros elsewhere: the same map with about
+    half the work and memory (what `make_flow("realnvp")` builds).
+    """
 
     net: eqx.nn.Sequential
     bound: float = eqx.field(static=True)
+    kept: tuple[int, ...] | None = eqx.field(static=True)
+    free: tuple[int, ...] | None = eqx.field(static=True)
 
-    def __init__(self, dim: int, width: int, depth: int, *, key: PRNGKeyArray, bound: float = 3.0):
-        self.net = mlp(dim, 2 * dim, (width,) * depth, activation=jax.nn.relu, zero_output=True, key=key)
+    def __init__(
+        self,
+        dim: int,
+        width: int,
+        depth: int,
+        *,
+        key: PRNGKeyArray,
+        bound: float = 3.0,
+        mask: ArrayLike | None = None,
+        hidden_sizes: tuple[int, ...] | None = None,
+    ):
+        """`hidden_sizes` (default `(width,) * depth`) sets unequal hidden widths."""
+        hidden = tuple(hidden_sizes) if hidden_sizes is not None else (width,) * depth
+        if mask is None:
+            self.kept = self.free = None
+            sizes = (dim, 2 * dim)
+        else:
+            mask = checked_mask("CouplingMLP", mask)
+            if mask.shape != (dim,):
+                raise ValueError(f"CouplingMLP: mask must have shape ({dim},), got {mask.shape}")
+            self.kept = tuple(int(i) for i in np.flatnonzero(mask))
+            self.free = tuple(int(i) for i in np.flatnonzero(~mask))
+            sizes = (len(self.kept), 2 * len(self.free))
+        self.net = mlp(*sizes, hidden, activation=jax.nn.relu, zero_output=True, key=key)
         self.bound = bound
 
     def __call__(self, x: Array) -> tuple[Array, Array]:
         """`x` `(dim,)` (masked) -> `(shift, log_scale)`, each `(dim,)`."""
-        shift, raw = jnp.split(self.net(x), 2)
-        return shift, self.bound * jnp.tanh(raw / self.bound)
+        if self.kept is None:
+            shift, raw = jnp.split(self.net(x), 2)
+            return shift, self.bound * jnp.tanh(raw / self.bound)
+        shift, raw = jnp.split(self.net(take_coordinates(x, self.kept)), 2)
+        zeros = jnp.zeros(len(self.kept), shift.dtype)
+        log_scale = self.bound * jnp.tanh(raw / self.bound)
+        return tuple(merge_coordinates(zeros, part, self.kept, self.free) for part in (shift, log_scale))
 
 
 class MaskedCoupling(FusedBijector):

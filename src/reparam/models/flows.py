@@ -158,11 +158,7 @@ def _unit_maker(
     def layer(key: PRNGKeyArray) -> Bijector:
         if name == "realnvp":
             width, depth = (hidden_sizes or (1,))[0], len(hidden_sizes)
-            conditioner = CouplingMLP(dim, width, depth, key=key)
-            if len(set(hidden_sizes)) > 1:  # CouplingMLP builds equal widths; the same net with these
-                conditioner = eqx.tree_at(
-                    lambda c: c.net, conditioner, mlp(dim, 2 * dim, hidden_sizes, zero_output=True, key=key)
-                )
+            conditioner = CouplingMLP(dim, width, depth, key=key, mask=kept, hidden_sizes=hidden_sizes)
             return MaskedCoupling(kept, conditioner)
         if name == "nsf":
             width, depth = (hidden_sizes or (1,))[0], len(hidden_sizes)
