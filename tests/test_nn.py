@@ -27,6 +27,23 @@ def test_sizes_activation_and_float32():
     np.testing.assert_allclose(net(x), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("in_size", [1, 2, 3])
+def test_narrow_first_layer_is_the_same_affine_map(in_size):
+    """Layers with at most NARROW_INPUT inputs are `NarrowLinear` (elementwise, no tiny matmul): the
+    same fields and the same values and gradients as `eqx.nn.Linear`'s matmul, batched or not."""
+    from reparam.nn.mlp import NARROW_INPUT, NarrowLinear
+
+    net = mlp(in_size, 2, (16,), key=jax.random.key(7))
+    first = net.layers[0]
+    assert isinstance(first, NarrowLinear) == (in_size <= NARROW_INPUT)
+    plain = eqx.nn.Linear(in_size, 16, key=jax.random.key(0))
+    plain = eqx.tree_at(lambda m: (m.weight, m.bias), plain, (first.weight, first.bias))
+    x = jax.random.normal(jax.random.key(8), (32, in_size), jnp.float32)
+    np.testing.assert_allclose(over_leading_axes(first, x), jax.vmap(plain)(x), rtol=1e-6, atol=1e-6)
+    grad = lambda layer: jax.grad(lambda m: jnp.sum(jnp.sin(jax.vmap(m)(x))))(layer)
+    np.testing.assert_allclose(grad(first).weight, grad(plain).weight, rtol=1e-5, atol=1e-6)
+
+
 def test_no_hidden_layer_is_one_affine_map():
     net = mlp(4, 3, (), key=jax.random.key(1))
     assert len(net.layers) == 1 and net.layers[0].weight.shape == (3, 4)

@@ -18,6 +18,22 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 Activation = Callable[[Array], Array]
 
+NARROW_INPUT = 2
+"""Layers with at most this many inputs multiply and add elementwise instead of calling a matmul."""
+
+
+class NarrowLinear(eqx.nn.Linear):
+    """`eqx.nn.Linear` (same fields, so the same parameters and checkpoints) for `in_features <=
+    NARROW_INPUT`: `y = sum_j W[:, j] x_j + b` as a broadcast multiply and a sum over the few inputs.
+    XLA's CPU matmul with a contraction of 1 or 2 runs ~15x slower than this over a batch (measured:
+    65,536 x (1 -> 64) in 4.9 ms as a dot, 0.3 ms elementwise), and the first layer of a
+    2-D coupling conditioner is exactly that."""
+
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
+        """`x` `(in_features,)` -> `(out_features,)`."""
+        y = jnp.sum(self.weight * x, axis=-1)
+        return y + self.bias if self.bias is not None else y
+
 
 def mlp(
     in_size: int,
@@ -51,7 +67,8 @@ def mlp(
         last = i == len(sizes) - 2
         if last and zero_output:
             weight, bias = jnp.zeros_like(weight), jnp.zeros_like(bias)
-        shape = eqx.filter_eval_shape(eqx.nn.Linear, a, b, dtype=jnp.float32, key=key)  # structure only, no draw
+        kind = NarrowLinear if a <= NARROW_INPUT else eqx.nn.Linear
+        shape = eqx.filter_eval_shape(kind, a, b, dtype=jnp.float32, key=key)  # structure only, no draw
         layers.append(eqx.tree_at(lambda linear: (linear.weight, linear.bias), shape, (weight, bias)))
         if not last:
             layers.append(eqx.nn.Lambda(activation))
