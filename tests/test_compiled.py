@@ -54,6 +54,31 @@ def test_warm_up_skips_learning_under_vmap():
     assert " cond[" in jaxpr
 
 
+def test_one_seed_program_skips_vmap_and_matches_the_batched_one():
+    """`num_seeds=1` compiles the unbatched run behind the same seed-axis interface: same carry and
+    metrics as the vmapped program over one seed (two chunks, learning in the second), carry donated."""
+    from reparam.commands.sac import compiled_program
+
+    spec = RunSpec(40, 20, 1)
+    keys = jax.random.split(jax.random.key(3), 1)
+    outputs = []
+    for num_seeds in (None, 1):
+        _, init, advance = compiled_program(TINY, "gymnax:Pendulum-v1", spec, num_seeds)
+        carry = init(keys)
+        if num_seeds == 1:
+            lowered = advance.lower(carry, keys, np.int32(0))
+            assert lowered.as_text().count("tf.aliasing_output") >= len(jax.tree.leaves(carry))
+        for chunk in range(2):
+            carry, metrics = advance(carry, keys, np.int32(chunk))
+        outputs.append(jax.device_get((carry, metrics)))
+    batched, single = outputs
+    assert jax.tree.structure(batched) == jax.tree.structure(single)
+    for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+        assert a.shape == b.shape and a.shape[:1] == (1,)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert int(single[1]["learn_calls"][0]) == 21  # steps 20..40 learn
+
+
 def test_program_donates_the_carry_and_rows_wait_for_learning():
     """`reparam sac`'s jitted chunk replaces the carry (buffers and agents of every seed) in place:
     every carry leaf is lowered as an input aliased to its output (checked on the lowered program).

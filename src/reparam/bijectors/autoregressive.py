@@ -37,7 +37,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, PRNGKeyArray
 
-from ..nn.mlp import Activation
+from ..nn.mlp import Activation, matvec
 from .base import Bijector, FusedBijector
 
 
@@ -136,7 +136,7 @@ class MADE(eqx.Module):
         last = len(self.weights) - 1
         for i, (w, b, m) in enumerate(zip(self.weights, self.biases, self.masks, strict=True)):
             inputs = h if context is None else jnp.concatenate([h, context])
-            h = jnp.where(m, w, 0) @ inputs + b
+            h = matvec(jnp.where(m, w, 0), inputs) + b  # elementwise for a 1-2 wide input
             if i < last:
                 h = self.activation(h)
         shift, raw = h[: self.dim], h[self.dim :]

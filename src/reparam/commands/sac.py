@@ -4,6 +4,7 @@ Gymnasium ids run the host loop, seed after seed, the chunk index spanning the s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,16 +92,30 @@ MakeAgent = Callable[[Any], Agent]
 
 
 @compile_once
-def agent_program(make_agent: MakeAgent, agent_config, env: str, spec: RunSpec):
-    """The compiled run of `make_agent(agent_config)` with its vmapped, jitted `init` and `advance`
-    (the carry donated: every seed's replay buffer and agent are updated in place)."""
+def agent_program(make_agent: MakeAgent, agent_config, env: str, spec: RunSpec, num_seeds: int | None = None):
+    """The compiled run of `make_agent(agent_config)` with its jitted `init(keys)` and `advance(carry,
+    keys, chunk)` over a leading seed axis (the carry donated: every seed's replay buffer and agent
+    are updated in place). `num_seeds=1` builds the same interface without `vmap` (a seed axis of one
+    added and removed around the unbatched program, which XLA compiles without the batching), so
+    one seed pays nothing for the seed axis; any other value (or None) vmaps."""
     run = make_train(make_agent(agent_config), env, spec)
-    return run, jax.jit(jax.vmap(run.init)), jax.jit(jax.vmap(run.advance, in_axes=(0, 0, None)), donate_argnums=0)
+    if num_seeds != 1:
+        return run, jax.jit(jax.vmap(run.init)), jax.jit(jax.vmap(run.advance, in_axes=(0, 0, None)), donate_argnums=0)
+    add_axis = functools.partial(jax.tree.map, lambda x: x[None])
+    drop_axis = functools.partial(jax.tree.map, lambda x: x[0])
+
+    def init(keys):
+        return add_axis(run.init(keys[0]))
+
+    def advance(carry, keys, chunk):
+        return add_axis(run.advance(drop_axis(carry), keys[0], chunk))
+
+    return run, jax.jit(init), jax.jit(advance, donate_argnums=0)
 
 
-def compiled_program(sac: SACConfig, env: str, spec: RunSpec):
+def compiled_program(sac: SACConfig, env: str, spec: RunSpec, num_seeds: int | None = None):
     """SAC's compiled run (`agent_program` of `sac_agent`)."""
-    return agent_program(sac_agent, sac, env, spec)
+    return agent_program(sac_agent, sac, env, spec, num_seeds)
 
 
 @compile_once
@@ -161,7 +176,7 @@ def compiled_job(
     end = end or sac_finish()
     agent_config = config.sac if agent_config is None else agent_config
     spec = RunSpec(config.total_steps, config.eval_every, config.eval_episodes)
-    run, init, advance = agent_program(make_agent, agent_config, config.env, spec)
+    run, init, advance = agent_program(make_agent, agent_config, config.env, spec, config.num_seeds)
     keys = shard_seeds(jax.random.split(jax.random.key(config.seed), config.num_seeds))
 
     def step(carry, chunk: int):

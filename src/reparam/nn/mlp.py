@@ -22,16 +22,23 @@ NARROW_INPUT = 2
 """Layers with at most this many inputs multiply and add elementwise instead of calling a matmul."""
 
 
+def matvec(weight: Array, x: Array) -> Array:
+    """`weight @ x` for `weight` `(out, in)` and `x` `(in,)`; with at most `NARROW_INPUT` inputs as a
+    broadcast multiply and a sum over them (XLA's CPU matmul with a contraction of 1 or 2 runs ~15x
+    slower over a batch: 65,536 x (1 -> 64) took 4.9 ms as a dot, 0.3 ms elementwise)."""
+    if x.shape[-1] <= NARROW_INPUT:
+        return jnp.sum(weight * x, axis=-1)
+    return weight @ x
+
+
 class NarrowLinear(eqx.nn.Linear):
     """`eqx.nn.Linear` (same fields, so the same parameters and checkpoints) for `in_features <=
-    NARROW_INPUT`: `y = sum_j W[:, j] x_j + b` as a broadcast multiply and a sum over the few inputs.
-    XLA's CPU matmul with a contraction of 1 or 2 runs ~15x slower than this over a batch (measured:
-    65,536 x (1 -> 64) in 4.9 ms as a dot, 0.3 ms elementwise), and the first layer of a
-    2-D coupling conditioner is exactly that."""
+    NARROW_INPUT`, computed by `matvec`'s elementwise form: the first layer of a 2-D coupling
+    conditioner."""
 
     def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """`x` `(in_features,)` -> `(out_features,)`."""
-        y = jnp.sum(self.weight * x, axis=-1)
+        y = matvec(self.weight, x)
         return y + self.bias if self.bias is not None else y
 
 
