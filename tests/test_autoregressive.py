@@ -12,7 +12,7 @@ import pytest
 
 from reparam.bijectors.actnorm import ActNorm, actnorm_init
 from reparam.bijectors.autoregressive import MADE, MaskedAutoregressiveAffine, made_masks
-from reparam.bijectors.permute import Permute
+from reparam.bijectors.permute import Permute, Reverse
 
 # float64: agreement to rounding; float32: the log-det of a 5-D map with |log_scale| <= 3 against
 # slogdet of the autodiff Jacobian (LU in float32), and round trips through d sequential passes.
@@ -286,6 +286,26 @@ def test_permute_reverse_and_random():
     stacked = eqx.filter_vmap(lambda k: Permute.random(k, 5))(jax.random.split(jax.random.key(4), 6))
     assert stacked.permutation.shape == (6, 5)
     assert all(sorted(row) == list(range(5)) for row in np.asarray(stacked.permutation).tolist())
+
+
+def test_reverse_is_the_reverse_permutation_with_no_arrays():
+    x = draws((5, 3), 2, "float64")
+    for method in ("forward", "inverse", "forward_and_log_det", "inverse_and_log_det"):
+        got, want = getattr(Reverse(), method)(x), getattr(Permute.reverse(3), method)(x)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert jax.tree.leaves(Reverse()) == []  # the order is static: nothing to gather or stack
+    with pytest.raises(ValueError, match="Reverse: expected inputs of shape"):
+        Reverse().forward(jnp.float32(1.0))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_made_narrow_first_layer_forms_agree(dim):
+    """A 1-2 wide first layer gives the same outputs elementwise (`narrow=True`) and as a matmul."""
+    net = made(dim, (8, 8), 3)
+    x = draws((16, dim), 4, "float64")
+    for a, b in zip(jax.vmap(net)(x), jax.vmap(lambda v: net(v, narrow=False))(x), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("bad", [[0, 0, 1], [1, 2, 3], [[0, 1]], [0.0, 1.0]])

@@ -9,7 +9,7 @@ from .base import Bijector, FusedBijector
 from .chain import Chain
 from .coupling import CouplingMLP, MaskedCoupling, SplineCoupling
 from .exp import Exp
-from .permute import Permute
+from .permute import Permute, Reverse
 from .planar import Planar, solve_monotone_tanh
 from .radial import Radial
 from .scan import Scan, stack_layers, unstack_layers
@@ -30,6 +30,7 @@ __all__ = [
     "MaskedAutoregressiveAffine",
     "MaskedCoupling",
     "Permute",
+    "Reverse",
     "Planar",
     "Radial",
     "RationalQuadraticSpline",

@@ -26,6 +26,7 @@ is triangular with diagonal `exp(log_scale)`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -39,6 +40,11 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ..nn.mlp import Activation, matvec
 from .base import Bijector, FusedBijector
+
+NARROW_BATCH = 8192
+"""Batches (flattened leading axes) from which a MADE's 1-2 wide first layer runs elementwise
+(`nn.matvec`): measured on a 2-core CPU, a 2-D MAF's density at batch 65,536 took 0.53x flowjax's time
+elementwise and 1.0x as a matmul, at batch 1,024 1.14x elementwise and ~1.0x as a matmul."""
 
 
 def made_degrees(dim: int, hidden_sizes: Sequence[int]) -> list[np.ndarray]:
@@ -121,8 +127,9 @@ class MADE(eqx.Module):
         self.bound = bound
         self.activation = activation
 
-    def __call__(self, x: Array, context: Array | None = None) -> tuple[Array, Array]:
-        """`x` `(dim,)`, `context` `(context_dim,)` -> `(shift, log_scale)`, each `(dim,)`."""
+    def __call__(self, x: Array, context: Array | None = None, *, narrow: bool = True) -> tuple[Array, Array]:
+        """`x` `(dim,)`, `context` `(context_dim,)` -> `(shift, log_scale)`, each `(dim,)`. `narrow=False`
+        keeps a 1-2 wide first layer a matmul (`matvec`'s elementwise form pays off over large batches only)."""
         if x.shape != (self.dim,):
             raise ValueError(f"MADE: expected an input of shape ({self.dim},), got {x.shape}")
         if (context is None) != (self.context_dim == 0):
@@ -136,7 +143,7 @@ class MADE(eqx.Module):
         last = len(self.weights) - 1
         for i, (w, b, m) in enumerate(zip(self.weights, self.biases, self.masks, strict=True)):
             inputs = h if context is None else jnp.concatenate([h, context])
-            h = matvec(jnp.where(m, w, 0), inputs) + b  # elementwise for a 1-2 wide input
+            h = (matvec(jnp.where(m, w, 0), inputs) if narrow else jnp.where(m, w, 0) @ inputs) + b
             if i < last:
                 h = self.activation(h)
         shift, raw = h[: self.dim], h[self.dim :]
@@ -180,13 +187,14 @@ class MaskedAutoregressiveAffine(FusedBijector):
             raise ValueError(f"MaskedAutoregressiveAffine: expected inputs of shape (..., {d}), got {v.shape}")
         lead = v.shape[:-1]
         flat = v.reshape((-1, d))
+        made = functools.partial(self.made, narrow=flat.shape[0] >= NARROW_BATCH)
         if self.context is None:
             if self.made.context_dim:
                 raise ValueError(
                     f"MaskedAutoregressiveAffine: the MADE takes a context of size {self.made.context_dim}; "
                     "set one with .condition(context)"
                 )
-            shift, log_scale = jax.vmap(self.made)(flat)
+            shift, log_scale = jax.vmap(made)(flat)
         else:
             c = self.context.shape[-1] if self.context.ndim else 0
             try:
@@ -196,7 +204,7 @@ class MaskedAutoregressiveAffine(FusedBijector):
                     f"MaskedAutoregressiveAffine: context of shape {self.context.shape} does not broadcast "
                     f"against inputs of shape {v.shape}"
                 ) from None
-            shift, log_scale = jax.vmap(self.made)(flat, context.reshape((-1, c)))
+            shift, log_scale = jax.vmap(made)(flat, context.reshape((-1, c)))
         return shift.reshape(v.shape), log_scale.reshape(v.shape)
 
     def _one_pass(self, v: Array, conditioning: Array, sign: int) -> tuple[Array, Array]:

@@ -79,3 +79,34 @@ class Permute(Bijector):
 
     def inverse_and_log_det(self, y):
         return self.inverse(y), jnp.zeros(y.shape[:-1], y.dtype)
+
+
+class Reverse(Bijector):
+    """`y = x[..., ::-1]` (its own inverse, log-det 0, `event_ndims = 1`): `Permute.reverse` with
+    the order in the static structure instead of an index array, so XLA reverses the last axis with
+    no gather (the 2-D flows' permutation between layers)."""
+
+    event_ndims = 1
+    onto = True  # a permutation of R^d
+
+    def forward(self, x):
+        if jnp.ndim(x) < 1:
+            raise ValueError(f"Reverse: expected inputs of shape (..., d), got {jnp.shape(x)}")
+        return jnp.flip(x, axis=-1)
+
+    def inverse(self, y):
+        return self.forward(y)
+
+    def forward_log_det_jacobian(self, x):
+        """Zero, shape `x.shape[:-1]`."""
+        return jnp.zeros(jnp.shape(x)[:-1], jnp.result_type(x))
+
+    def inverse_log_det_jacobian(self, y):
+        """Zero, shape `y.shape[:-1]`."""
+        return self.forward_log_det_jacobian(y)
+
+    def forward_and_log_det(self, x):
+        return self.forward(x), self.forward_log_det_jacobian(x)
+
+    def inverse_and_log_det(self, y):
+        return self.forward_and_log_det(y)

@@ -49,7 +49,7 @@ from ..bijectors.autoregressive import MADE, MaskedAutoregressiveAffine, conditi
 from ..bijectors.base import Bijector
 from ..bijectors.chain import Chain
 from ..bijectors.coupling import CouplingMLP, MaskedCoupling, SplineCoupling
-from ..bijectors.permute import Permute
+from ..bijectors.permute import Permute, Reverse
 from ..bijectors.planar import Planar
 from ..bijectors.radial import Radial
 from ..bijectors.scan import Scan, stack_layers
@@ -177,7 +177,7 @@ def _unit_maker(
         k_layer, k_perm = jax.random.split(key)
         parts = [layer(k_layer)]
         if dim > 1:
-            parts.insert(0, Permute.reverse(dim) if dim == 2 else Permute.random(k_perm, dim))
+            parts.insert(0, Reverse() if dim == 2 else Permute.random(k_perm, dim))
         if actnorm:
             parts.insert(0, ActNorm(dim))
         return parts[0] if len(parts) == 1 else Chain(parts)
