@@ -56,7 +56,8 @@ def test_warm_up_skips_learning_under_vmap():
 
 def test_one_seed_program_skips_vmap_and_matches_the_batched_one():
     """`num_seeds=1` compiles the unbatched run behind the same seed-axis interface: same carry and
-    metrics as the vmapped program over one seed (two chunks, learning in the second), carry donated."""
+    metrics as the vmapped program over one seed (two chunks, learning in the second), carry donated.
+    Either program compiles `advance` once: the carry keeps its types from chunk to chunk."""
     from reparam.commands.sac import compiled_program
 
     spec = RunSpec(40, 20, 1)
@@ -68,8 +69,12 @@ def test_one_seed_program_skips_vmap_and_matches_the_batched_one():
         if num_seeds == 1:
             lowered = advance.lower(carry, keys, np.int32(0))
             assert lowered.as_text().count("tf.aliasing_output") >= len(jax.tree.leaves(carry))
+        signature = [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(carry)]
         for chunk in range(2):
             carry, metrics = advance(carry, keys, np.int32(chunk))
+            # the carry comes back with init's exact types (no weak scalars), so `advance` compiles once
+            assert [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(carry)] == signature
+        assert advance._cache_size() == 1
         outputs.append(jax.device_get((carry, metrics)))
     batched, single = outputs
     assert jax.tree.structure(batched) == jax.tree.structure(single)
