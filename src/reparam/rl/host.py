@@ -10,7 +10,11 @@ agent calls, in the compiled loop's shape: a state, and chunks that each end wit
 Per vector step: an action (`uniform_action` while `warming_up`, else `agent.explore`; compiled) ->
 `env.step` -> one donated, in-place buffer write of `make_transition(obs, action, reward, final_obs,
 terminated)` (the true last observation where an episode ended: `final_observations`; same-step
-autoreset) -> where `learns`, one compiled, donated `agent.learn` call.
+autoreset) -> where `learns`, one compiled, donated `agent.learn` call. A learning step runs the
+write, the learning and the next step's `explore` as one compiled call (`Kernels.step`: one dispatch
+per env step); past the end of `run_to` its explored action is dropped with its key, and the next
+step's own `explore` draws the same action, so where a run stops (a chunk's end, a resume) changes
+nothing.
 
 Step counting: `total_steps`, `learning_starts` and `eval_every` count environment transitions
 (vector steps times `num_envs`); `train_freq` counts vector steps, as in Stable-Baselines3. One
@@ -109,6 +113,7 @@ class Kernels(NamedTuple):
     act: Callable  # (policy, obs) -> deterministic action
     record: Callable  # (buffer, obs, action, reward, final_obs, terminated) -> buffer; buffer donated
     learn: Callable  # (params, buffer, key) -> (params, metrics, next key); params and key donated
+    step: Callable  # record, learn, then explore at next_obs, in one call (see `make_kernels`)
 
 
 def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
@@ -131,6 +136,16 @@ def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
         params, metrics = agent.learn(params, buffer, sub)
         return params, metrics, key
 
+    def step(params, buffer, key, obs, action, reward, final_obs, terminated, next_obs):
+        """`record`, `learn` and `explore` at `next_obs` with the new policy: one dispatch per learning
+        step instead of three. Returns the key after `learn` and, with the next action, the key after
+        `explore`: a caller that drops the action keeps the first key, and its own `explore` call then
+        draws the same action (the same run as the three calls, whichever it does)."""
+        buffer = record(buffer, obs, action, reward, final_obs, terminated)
+        params, metrics, key = learn(params, buffer, key)
+        next_action, explored_key = explore(agent.policy(params), next_obs, key)
+        return params, buffer, metrics, key, (next_action, explored_key)
+
     return Kernels(
         init=jax.jit(lambda key: agent.init(key, obs_dim, bounds)),
         warm_up=jax.jit(warm_up),
@@ -138,6 +153,7 @@ def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
         act=jax.jit(agent.act),
         record=jax.jit(record, donate_argnums=0),
         learn=jax.jit(learn, donate_argnums=(0, 2)),
+        step=jax.jit(step, donate_argnums=(0, 1, 2)),
     )
 
 
@@ -186,20 +202,33 @@ class HostLoop(NamedTuple):
         )
         policy, episode_return, tally = agent.policy(params), state.episode_return.copy(), state.tally
         finished, compiled = list(tally.returns), set(tally.compiled)
+        next_action = None  # the action for step t, explored by the previous step's fused call
         for t in range(state.vector_step + 1, vector_step + 1):
             begun = time.perf_counter()
             warm = warming_up(agent, t, n)
-            action, key = kernels.warm_up(obs, key) if warm else kernels.explore(policy, obs, key)
+            calls = set()
+            if next_action is not None:
+                action, next_action = next_action, None
+            elif warm:
+                action, key = kernels.warm_up(obs, key)
+                calls.add("warm_up")
+            else:
+                action, key = kernels.explore(policy, obs, key)
+                calls.add("explore")
             action = np.asarray(action)
             next_obs, reward, terminated, truncated, info = state.envs.train.step(action)
             final_obs = final_observations(next_obs, terminated, truncated, info)
-            buffer = kernels.record(buffer, obs, action, reward, final_obs, terminated)
+            transition = (obs, action, reward, final_obs, terminated)
             obs = np.asarray(next_obs, np.float32)
-            calls = {"warm_up" if warm else "explore", "record"}
-            if learns(agent, t, n):
-                params, last, key = kernels.learn(params, buffer, key)
+            if learns(agent, t, n):  # one call: record, learn, and the next step's action
+                params, buffer, last, key, explored = kernels.step(params, buffer, key, *transition, obs)
                 policy, learn_calls = agent.policy(params), learn_calls + 1
-                calls.add("learn")
+                calls.add("step")
+                if t < vector_step:  # else the next step (after an evaluation or a resume) explores it again
+                    next_action, key = explored
+            else:
+                buffer = kernels.record(buffer, *transition)
+                calls.add("record")
             if calls <= compiled:
                 seconds = time.perf_counter() - begun
                 tally = tally._replace(steps=tally.steps + n, seconds=tally.seconds + seconds)
