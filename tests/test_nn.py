@@ -44,6 +44,23 @@ def test_narrow_first_layer_is_the_same_affine_map(in_size):
     np.testing.assert_allclose(grad(first).weight, grad(plain).weight, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("in_size", [1, 5])
+def test_over_leading_axes_batches_plain_mlps_as_matmuls(in_size):
+    """A plain MLP goes through `over_leading_axes` as one matmul per layer: the same values and
+    gradients as `vmap` of the per-vector network (narrow first layers included)."""
+    net = mlp(in_size, 3, (16, 16), activation=jnp.tanh, key=jax.random.key(9))
+    x = jax.random.normal(jax.random.key(10), (4, 6, in_size), jnp.float32)
+    want = jax.vmap(jax.vmap(net))(x)
+    np.testing.assert_allclose(over_leading_axes(net, x), want, rtol=1e-5, atol=1e-6)
+    loss = lambda f: lambda m: jnp.sum(jnp.sin(f(m)))
+    got = jax.grad(loss(lambda m: over_leading_axes(m, x)))(net)
+    ref = jax.grad(loss(lambda m: jax.vmap(jax.vmap(m))(x)))(net)
+    for a, b in zip(
+        jax.tree.leaves(eqx.filter(got, eqx.is_array)), jax.tree.leaves(eqx.filter(ref, eqx.is_array)), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_no_hidden_layer_is_one_affine_map():
     net = mlp(4, 3, (), key=jax.random.key(1))
     assert len(net.layers) == 1 and net.layers[0].weight.shape == (3, 4)

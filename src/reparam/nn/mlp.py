@@ -89,5 +89,33 @@ def over_leading_axes(fn: Callable[[Array], PyTree], x: Array) -> PyTree:
     over the flattened leading axes, so any number of them (including none) compiles one program.
     """
     flat = x.reshape((-1, x.shape[-1]))
-    out = jax.vmap(fn)(flat)
+    out = _batched_mlp(fn, flat) if _is_plain_mlp(fn) else jax.vmap(fn)(flat)
     return jax.tree_util.tree_map(lambda o: o.reshape(x.shape[:-1] + o.shape[1:]), out)
+
+
+def _is_plain_mlp(fn) -> bool:
+    """Whether `fn` is an `eqx.nn.Sequential` of vector `Linear` layers and `Lambda` activations."""
+    if not isinstance(fn, eqx.nn.Sequential):
+        return False
+    return all(
+        isinstance(layer, eqx.nn.Lambda)
+        or (type(layer) in (eqx.nn.Linear, NarrowLinear) and "scalar" not in (layer.in_features, layer.out_features))
+        for layer in fn.layers
+    )
+
+
+def _batched_mlp(net: eqx.nn.Sequential, x: Array) -> Array:
+    """`jax.vmap(net)(x)` for a plain MLP and `x` `(n, in)`, written as one `(n, in) @ (in, out)` matmul
+    per layer: `vmap` of `weight @ v` lowers to a dot whose output XLA transposes back, and on CPU the
+    transposes cost about a quarter of a SAC update (measured: 290 -> 380-450 updates/s)."""
+    for layer in net.layers:
+        if isinstance(layer, eqx.nn.Lambda):
+            x = layer.fn(x)
+            continue
+        if layer.in_features <= NARROW_INPUT:  # elementwise, as `matvec`
+            x = jnp.sum(x[:, :, None] * layer.weight.T, axis=1)
+        else:
+            x = x @ layer.weight.T
+        if layer.bias is not None:
+            x = x + layer.bias
+    return x

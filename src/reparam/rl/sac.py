@@ -134,7 +134,7 @@ class TwinCritic(eqx.Module):
 
         @eqx.filter_vmap(in_axes=(eqx.if_array(0), None))
         def q(net, x):
-            return jax.vmap(net)(x)[:, 0]
+            return over_leading_axes(net, x)[:, 0]
 
         return q(self.nets, inputs)
 
