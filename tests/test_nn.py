@@ -53,8 +53,8 @@ def test_over_leading_axes_batches_plain_mlps_as_matmuls(in_size):
     want = jax.vmap(jax.vmap(net))(x)
     np.testing.assert_allclose(over_leading_axes(net, x), want, rtol=1e-5, atol=1e-6)
     loss = lambda f: lambda m: jnp.sum(jnp.sin(f(m)))
-    got = jax.grad(loss(lambda m: over_leading_axes(m, x)))(net)
-    ref = jax.grad(loss(lambda m: jax.vmap(jax.vmap(m))(x)))(net)
+    got = eqx.filter_grad(loss(lambda m: over_leading_axes(m, x)))(net)
+    ref = eqx.filter_grad(loss(lambda m: jax.vmap(jax.vmap(m))(x)))(net)
     for a, b in zip(
         jax.tree.leaves(eqx.filter(got, eqx.is_array)), jax.tree.leaves(eqx.filter(ref, eqx.is_array)), strict=True
     ):
