@@ -54,7 +54,7 @@ def test_warm_up_skips_learning_under_vmap():
     assert " cond[" in jaxpr
 
 
-def test_one_seed_program_skips_vmap_and_matches_the_batched_one():
+def test_one_seed_program_matches_the_batched_one_and_compiles_once():
     """`num_seeds=1` compiles the unbatched run behind the same seed-axis interface: same carry and
     metrics as the vmapped program over one seed (two chunks, learning in the second), carry donated.
     Either program compiles `advance` once: the carry keeps its types from chunk to chunk."""

@@ -112,10 +112,10 @@ def _batched_mlp(net: eqx.nn.Sequential, x: Array) -> Array:
         if isinstance(layer, eqx.nn.Lambda):
             x = layer.fn(x)
             continue
-        if layer.in_features <= NARROW_INPUT:  # elementwise, as `matvec`
-            x = jnp.sum(x[:, :, None] * layer.weight.T, axis=1)
-        else:
-            x = x @ layer.weight.T
+        if isinstance(layer, NarrowLinear):
+            x = jax.vmap(layer)(x)  # elementwise already (`matvec`): no matmul to batch
+            continue
+        x = x @ layer.weight.T
         if layer.bias is not None:
             x = x + layer.bias
     return x
