@@ -36,9 +36,12 @@ def rl() -> SimpleNamespace:
     `reparam.rl` (or `reparam.commands`): when those modules move, fix the imports here.
 
     host loop: `train_host(env_id, config, total_steps, seed, *, eval_every, eval_episodes,
-    progress)` -> result with `.act` (the final deterministic policy, batched obs -> action),
+    progress, marks)` -> result with `.act` (the final deterministic policy, batched obs -> action),
     `.steps_per_second` (the loop's own training-phase rate), `.metrics` (its rows); built on
-    `make_host_loop` (`run_to` every vector step, then `progress(steps_done, total)`).
+    `make_host_loop`: `run_to` each of `marks` (env steps) and each chunk's end, then
+    `progress(steps_done, total)`. Only at marks: stopping `run_to` at every step would cost each
+    step a second dispatch (the fused step's next action is dropped at `run_to`'s end), which the
+    command (`advance`, chunk by chunk) does not pay.
     compiled loop: `compiled_run(sac_config, env, RunSpec(total_steps, eval_every, eval_episodes))`
     -> (run with `.agent` and the unvmapped `.advance`, vmapped+jitted `init(keys)`, `advance(carry,
     keys, chunk)` with the carry donated; `carry.params` holds the agents' arrays), as `reparam sac`.
@@ -60,14 +63,15 @@ def rl() -> SimpleNamespace:
     def acting(agent, params):
         return jax.jit(functools.partial(agent.act, agent.policy(params)))
 
-    def train_host(env_id, config, total_steps, seed, *, eval_every, eval_episodes, progress=None):
+    def train_host(env_id, config, total_steps, seed, *, eval_every, eval_episodes, progress=None, marks=None):
         loop = make_host_loop(
             sac_agent(config), env_id, total_steps=total_steps, eval_every=eval_every, eval_episodes=eval_episodes
         )
         state, rows = loop.init(seed), []
+        marks = sorted({m // loop.num_envs for m in marks or ()})
         for chunk, end in enumerate(loop.ends):
-            for t in range(state.vector_step + 1, end + 1):
-                state = loop.run_to(state, t)
+            for t in [m for m in marks if state.vector_step < m <= end] + [end]:
+                state = loop.run_to(state, t)  # straight through: the loop's fused step, as `advance` runs it
                 if progress is not None:
                     progress(t * loop.num_envs, total_steps)
             state, row = loop.advance(state, chunk)

@@ -25,8 +25,10 @@ and after each run. Per run:
 - *wall*: from building the agent (imports excluded) to the end of training, compilation included;
   the host loop's includes its own final 10-episode evaluation (~0.2 s), the compiled loop's its
   in-loop evaluations (one per 1,000-step chunk, vmapped, a few ms each).
-- *train steps/s*: the training phase only. SB3, SBX, host: a per-step callback (SB3 `BaseCallback`,
-  `train_host(progress=...)`) timestamps every env step; the rate is `(b - a) / (t_b - t_a)` with
+- *train steps/s*: the training phase only. SB3, SBX: a per-step callback (SB3 `BaseCallback`)
+  timestamps every env step; host: `train_host(progress=..., marks=...)` timestamps the steps named
+  below only, running straight through between them as the command's chunks do (stopping at every
+  step would add a dispatch per step that `reparam sac` does not pay); the rate is `(b - a) / (t_b - t_a)` with
   `a = learning_starts + 10` (the first ten gradient steps, in which SBX and reparam compile, are
   left out) and `b = total_steps - 1` (the host loop's final evaluation is left out). Compiled: the
   program is compiled ahead of time (`.lower().compile()`, timed separately as *compile*), chunk 0
@@ -152,6 +154,7 @@ def run_host(seed: int, total: int, learning_starts: int, episodes: int) -> dict
         eval_every=total,
         eval_episodes=episodes,
         progress=progress,
+        marks=(learning_starts - 1, learning_starts + SKIP_TRAIN_STEPS, total - 1),
     )
     end = time.perf_counter()
     a, b = learning_starts + SKIP_TRAIN_STEPS, total - 1

@@ -245,6 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("--kl-warmup-epochs", type=int, default=0, help="--flows: KL warm-up of every row")
     parser.add_argument("--validation-fraction", type=float, default=0.0, help="--flows: early-stopping hold-out")
     parser.add_argument("--patience", type=int, default=None, help="--flows: early-stopping patience (epochs)")
+    parser.add_argument("--latent-dim", type=int, default=None, help="--flows: latent dimension of every row (8)")
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=None, help="--flows: every row's MLPs")
+    parser.add_argument("--binarize", choices=["static", "dynamic"], default=None, help="--flows: training data")
     args = parser.parse_args(argv)
     epochs, eval_k = (3, 100) if args.quick else (args.epochs, args.eval_k)
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
@@ -256,6 +259,10 @@ def main(argv=None) -> int:
             shared = {"kl_warmup_epochs": args.kl_warmup_epochs} if args.kl_warmup_epochs else {}
             if args.patience:
                 shared |= {"validation_fraction": args.validation_fraction, "patience": args.patience}
+            for name in ("latent_dim", "hidden_sizes", "binarize"):
+                if getattr(args, name) is not None:
+                    value = getattr(args, name)
+                    shared[name] = tuple(value) if isinstance(value, list) else value
             rows = flow_rows(args.seeds, epochs, eval_k, out, args.iwae_k, flow_runs(args.posteriors), shared)
             trained = "trained on the ELBO" if args.iwae_k is None else f"trained on IWAE k={args.iwae_k}"
             trained += "".join(f", {k.replace('_', ' ')} {v}" for k, v in shared.items())

@@ -113,7 +113,9 @@ class Kernels(NamedTuple):
     act: Callable  # (policy, obs) -> deterministic action
     record: Callable  # (buffer, obs, action, reward, final_obs, terminated) -> buffer; buffer donated
     learn: Callable  # (params, buffer, key) -> (params, metrics, next key); params and key donated
-    step: Callable  # record, learn, then explore at next_obs, in one call (see `make_kernels`)
+    step: Callable  # record, learn, then explore at next_obs, in one call, on flat arrays (see `make_kernels`)
+    flat: Callable  # (params, key) -> (params' leaves, key data): `step`'s form of them
+    unflat: Callable  # the inverse of `flat`
 
 
 def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
@@ -136,15 +138,27 @@ def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
         params, metrics = agent.learn(params, buffer, sub)
         return params, metrics, key
 
-    def step(params, buffer, key, obs, action, reward, final_obs, terminated, next_obs):
+    treedef = jax.tree.structure(jax.eval_shape(lambda key: agent.init(key, obs_dim, bounds), jax.random.key(0)))
+
+    def flat(params, key):
+        return tuple(jax.tree.leaves(params)), jax.random.key_data(key)
+
+    def unflat(leaves, key_data):
+        return jax.tree.unflatten(treedef, leaves), jax.random.wrap_key_data(key_data)
+
+    def step(leaves, buffer, key_data, obs, action, reward, final_obs, terminated, next_obs):
         """`record`, `learn` and `explore` at `next_obs` with the new policy: one dispatch per learning
-        step instead of three. Returns the key after `learn` and, with the next action, the key after
-        `explore`: a caller that drops the action keeps the first key, and its own `explore` call then
-        draws the same action (the same run as the three calls, whichever it does)."""
+        step instead of three. The params and keys go in and out flat (`flat`: a tuple of arrays
+        and raw key data), so a call flattens no agent pytree in Python (that cost ~20% of a call).
+        Returns the key after `learn` and, with the next action, the key after `explore`: a caller
+        that drops the action keeps the first key, and its own `explore` call then draws the same
+        action (the same run as the three calls, whichever it does)."""
+        params, key = unflat(leaves, key_data)
         buffer = record(buffer, obs, action, reward, final_obs, terminated)
         params, metrics, key = learn(params, buffer, key)
         next_action, explored_key = explore(agent.policy(params), next_obs, key)
-        return params, buffer, metrics, key, (next_action, explored_key)
+        leaves, key_data = flat(params, key)
+        return leaves, buffer, metrics, key_data, (next_action, jax.random.key_data(explored_key))
 
     return Kernels(
         init=jax.jit(lambda key: agent.init(key, obs_dim, bounds)),
@@ -154,6 +168,8 @@ def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
         record=jax.jit(record, donate_argnums=0),
         learn=jax.jit(learn, donate_argnums=(0, 2)),
         step=jax.jit(step, donate_argnums=(0, 1, 2)),
+        flat=flat,
+        unflat=unflat,
     )
 
 
@@ -200,20 +216,25 @@ class HostLoop(NamedTuple):
             state.learn_calls,
             state.last,
         )
-        policy, episode_return, tally = agent.policy(params), state.episode_return.copy(), state.tally
+        episode_return, tally = state.episode_return.copy(), state.tally
         finished, compiled = list(tally.returns), set(tally.compiled)
         next_action = None  # the action for step t, explored by the previous step's fused call
+        leaves = key_data = None  # params and key in `kernels.step`'s flat form while learning
         for t in range(state.vector_step + 1, vector_step + 1):
             begun = time.perf_counter()
             warm = warming_up(agent, t, n)
             calls = set()
             if next_action is not None:
                 action, next_action = next_action, None
+            elif leaves is not None:  # the fused call's action was not kept: back to the pytree form
+                (params, key), leaves = kernels.unflat(leaves, key_data), None
+                action, key = kernels.explore(agent.policy(params), obs, key)
+                calls.add("explore")
             elif warm:
                 action, key = kernels.warm_up(obs, key)
                 calls.add("warm_up")
             else:
-                action, key = kernels.explore(policy, obs, key)
+                action, key = kernels.explore(agent.policy(params), obs, key)
                 calls.add("explore")
             action = np.asarray(action)
             next_obs, reward, terminated, truncated, info = state.envs.train.step(action)
@@ -221,12 +242,16 @@ class HostLoop(NamedTuple):
             transition = (obs, action, reward, final_obs, terminated)
             obs = np.asarray(next_obs, np.float32)
             if learns(agent, t, n):  # one call: record, learn, and the next step's action
-                params, buffer, last, key, explored = kernels.step(params, buffer, key, *transition, obs)
-                policy, learn_calls = agent.policy(params), learn_calls + 1
+                if leaves is None:
+                    leaves, key_data = kernels.flat(params, key)
+                leaves, buffer, last, key_data, explored = kernels.step(leaves, buffer, key_data, *transition, obs)
+                learn_calls += 1
                 calls.add("step")
                 if t < vector_step:  # else the next step (after an evaluation or a resume) explores it again
-                    next_action, key = explored
+                    next_action, key_data = explored
             else:
+                if leaves is not None:
+                    (params, key), leaves = kernels.unflat(leaves, key_data), None
                 buffer = kernels.record(buffer, *transition)
                 calls.add("record")
             if calls <= compiled:
@@ -241,6 +266,8 @@ class HostLoop(NamedTuple):
             done = np.logical_or(terminated, truncated)
             finished.extend(episode_return[done].tolist())
             episode_return[done] = 0.0
+        if leaves is not None:
+            params, key = kernels.unflat(leaves, key_data)
         tally = tally._replace(returns=tuple(finished), compiled=frozenset(compiled))
         return state._replace(
             params=params,

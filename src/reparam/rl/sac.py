@@ -320,7 +320,7 @@ def gradient_steps(
     with `draw(buffer, key, batch_size)` (default `sample`: uniform over the buffer; a model-based
     agent passes its own buffers and mixture), then `update` with `actor_objective`, in one
     `lax.scan` (step `i` uses `split(key, gradient_steps)[i]`, split again into the batch key and
-    the update key).
+    the update key; one step runs without the scan, with the same keys).
 
     Returns the new state and each of `METRICS` averaged over the phase's steps (float32 scalars),
     so with `gradient_steps > 1` a loss is the phase's mean loss, not its last step's. Pure: both
@@ -334,5 +334,9 @@ def gradient_steps(
         new, metrics = update(eqx.combine(params, static), batch, k_update, config, bounds, actor_objective)
         return eqx.filter(new, eqx.is_array), metrics
 
-    params, metrics = jax.lax.scan(one, params, jax.random.split(key, config.gradient_steps))
+    keys = jax.random.split(key, config.gradient_steps)
+    if config.gradient_steps == 1:  # no loop: a while of one trip would copy the state it carries
+        params, metrics = one(params, keys[0])
+        return eqx.combine(params, static), {name: jnp.asarray(metrics[name], jnp.float32) for name in METRICS}
+    params, metrics = jax.lax.scan(one, params, keys)
     return eqx.combine(params, static), {name: jnp.mean(metrics[name]) for name in METRICS}
