@@ -72,16 +72,17 @@ PUBLISHED = {"gaussian": 86.55, "planar": 86.06, "iaf": 84.20, "sylvester": 83.3
 """van den Berg et al. 2018, Table 1, MNIST -ELBO by posterior kind (shape only)."""
 
 
-def flow_runs(posteriors: list[str] | None) -> dict:
-    """`FLOW_RUNS`, or rows for the given `--posterior` values."""
-    if not posteriors:
+def flow_runs(posteriors: list[str] | None, latent_dim: int | None = None) -> dict:
+    """`FLOW_RUNS`, or rows for the given `--posterior` values (labelled with `latent_dim`, default 8)."""
+    if not posteriors and latent_dim is None:
         return FLOW_RUNS
+    plain = f"Gaussian VAE (d={latent_dim or 8}), diagonal Gaussian posterior"
     return {
-        ("Gaussian VAE (d=8), diagonal Gaussian posterior" if p == "gaussian" else f"  {p} posterior"): (
+        (plain if p == "gaussian" else f"  {p} posterior"): (
             dict(posterior=p),
             PUBLISHED[p.split(":")[0]],
         )
-        for p in posteriors
+        for p in posteriors or [spec["posterior"] if spec else "gaussian" for spec, _ in FLOW_RUNS.values()]
     }
 
 
@@ -263,7 +264,9 @@ def main(argv=None) -> int:
                 if getattr(args, name) is not None:
                     value = getattr(args, name)
                     shared[name] = tuple(value) if isinstance(value, list) else value
-            rows = flow_rows(args.seeds, epochs, eval_k, out, args.iwae_k, flow_runs(args.posteriors), shared)
+            rows = flow_rows(
+                args.seeds, epochs, eval_k, out, args.iwae_k, flow_runs(args.posteriors, args.latent_dim), shared
+            )
             trained = "trained on the ELBO" if args.iwae_k is None else f"trained on IWAE k={args.iwae_k}"
             trained += "".join(f", {k.replace('_', ' ')} {v}" for k, v in shared.items())
             table = flow_markdown(rows, epochs, eval_k, trained)
