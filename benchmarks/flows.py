@@ -3,6 +3,7 @@ inference of Rezende & Mohamed's energy targets U1-U4, with `reparam.models.flow
 
     .venv/bin/python benchmarks/flows.py toys      [--quick] [--steps N]   # -> results/flows_toys.json (+ .png)
     .venv/bin/python benchmarks/flows.py energies  [--quick] [--steps N]   # -> results/flows_energies.json (+ .png)
+    .venv/bin/python benchmarks/flows.py energies --only sylvester        # -> flows_energies_only_sylvester.json
     .venv/bin/python benchmarks/flows.py digits    [--quick] [--epochs N]  # -> results/flows_digits.json
     .venv/bin/python benchmarks/flows.py report                           # results/flows.md from the JSONs
 
@@ -295,7 +296,9 @@ def energies_study(args) -> dict:
     specs, steps = (ENERGY_QUICK, 200) if args.quick else (ENERGY_SPECS, args.steps or 4_000)
     samples = CHUNK if args.quick else KL_SAMPLES
     rows, fitted = [], {}
-    for r, spec in enumerate(specs):
+    for r, spec in enumerate(specs):  # the seed is the spec's index in the full list, with --only too
+        if args.only and spec["flow"] not in args.only:
+            continue
         spec_rows, spec_fitted = energy_rows(spec, r, steps, samples)
         rows.extend(spec_rows)
         fitted.update(spec_fitted)
@@ -630,9 +633,10 @@ OBSERVATIONS = """### Observations (the recorded runs above)
   and is the only flow under 0.05 on all four targets.
 - Sticking-the-landing brings no consistent gain at this budget: maf-8 on U3 improves (0.031 -> 0.014),
   nsf-2 gets worse on U1 and U2 (0.034 -> 0.111, 0.006 -> 0.178), and most rows change by less than 0.01.
-- Sylvester flows at K = 8 and 32 stay at KL 2.33-2.35 on U1, worse than K = 2 (0.84), while they fit
-  U3 and U4 about as well as planar flows. Not diagnosed here (without STL no inverse is involved, so the
-  cause is in the forward map's parameterisation or its optimisation).
+- Sylvester flows at K = 8 and 32 first stayed at KL 2.33-2.35 on U1, worse than K = 2 (0.84): R_tilde
+  was initialised as small as R, which kept every layer in tanh's linear part. With R_tilde ~ N(0, 1/M)
+  (re-run with `--only sylvester`) they reach 0.69 on U1, which is ln 2: one of U1's two symmetric modes,
+  the reverse-KL fit planar (0.694) and radial (0.702) also land in at this budget; U2 0.021 at K = 32.
 - Digits: on binary pixels, uniform dequantization costs a flow a lot: the best (nsf, 19.84 nats) beats
   independent pixels (25.22) but not the mixtures of 20-50 Bernoullis (18.19-18.70) or the VAEs
   (16.6-17.2); realnvp and maf (26.1-26.4) lose even to independent pixels. The binary runs used all 100
@@ -642,6 +646,20 @@ OBSERVATIONS = """### Observations (the recorded runs above)
   UTC), on a machine that other helpers' jobs kept at a 1-min load of 8-16: the wall times are
   inflated. The NLL and KL columns are seeded and do not depend on load.
 """
+
+
+def merge_reruns(result: dict, paths: list[Path]) -> list[str]:
+    """Put the rows of each `--only` re-run (`paths`) in place of `result`'s rows of the same model
+    (and STL flag); one provenance line per re-run."""
+    lines = []
+    for path in paths:
+        rerun = common.read_json(path)
+        keys = {(r["model"], r.get("stick_the_landing")) for r in rerun["rows"]}
+        kept = [r for r in result["rows"] if (r["model"], r.get("stick_the_landing")) not in keys]
+        result["rows"] = kept + rerun["rows"]
+        models = ", ".join(sorted({r["model"] for r in rerun["rows"]}))
+        lines += ["", f"Rows of {models} re-run ({path.name}): {provenance(rerun)}"]
+    return lines
 
 
 def report(args) -> int:
@@ -658,7 +676,9 @@ def report(args) -> int:
             parts += [f"### {title}", "", f"(not run: {path.name} missing)", ""]
             continue
         result = common.read_json(path)
-        parts += [f"### {title}", "", METHODS[study].format(**result), "", provenance(result), "", render(result), ""]
+        reruns = merge_reruns(result, sorted(args.results.glob(f"flows_{study}_only_*.json")))
+        parts += [f"### {title}", "", METHODS[study].format(**result), "", provenance(result), *reruns, ""]
+        parts += [render(result), ""]
     parts.append(OBSERVATIONS)
     out = args.markdown or args.results / "flows.md"
     Path(out).write_text("\n".join(parts))
@@ -669,9 +689,15 @@ def report(args) -> int:
 # --- entry point ------------------------------------------------------------------------------------------------------
 
 
+def output_name(args) -> str:
+    """flows_<study>[_quick][_only_<flows>]: the default name of a study's results file and picture."""
+    only = f"_only_{'_'.join(args.only)}" if args.only else ""
+    return f"flows_{args.study}{'_quick' if args.quick else ''}{only}"
+
+
 def picture_path(args) -> Path:
-    """`--picture`, or results/flows_<study>[_quick].png."""
-    return args.picture or RESULTS / f"flows_{args.study}{'_quick' if args.quick else ''}.png"
+    """`--picture`, or results/<output_name>.png."""
+    return args.picture or RESULTS / f"{output_name(args)}.png"
 
 
 STUDIES = {"toys": toys_study, "energies": energies_study, "digits": digits_study}
@@ -691,7 +717,15 @@ def main(argv=None) -> int:
         "--markdown", metavar="PATH", type=Path, help="report: where to write (default results/flows.md)"
     )
     parser.add_argument("--picture", metavar="PATH", type=Path, help="picture (default results/flows_<study>.png)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted({s["flow"] for s in ENERGY_SPECS}),
+        help="energies: re-run only these flows' rows (same seeds); the report puts them in place of the old rows",
+    )
     args = parser.parse_args(argv)
+    if args.only and args.study != "energies":
+        parser.error("--only applies to the energies study")
     if args.study == "report":
         return report(args)
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
@@ -700,7 +734,7 @@ def main(argv=None) -> int:
     print(f"jax on {jax.devices()[0].platform}", flush=True)
     result = STUDIES[args.study](args)
     common.finish(started)
-    out = args.json or RESULTS / f"flows_{args.study}{'_quick' if args.quick else ''}.json"
+    out = args.json or RESULTS / f"{output_name(args)}.json"
     common.write_json(
         out,
         common.record(

@@ -14,7 +14,8 @@ autoreset) -> where `learns`, one compiled, donated `agent.learn` call. A learni
 write, the learning and the next step's `explore` as one compiled call (`Kernels.step`: one dispatch
 per env step); past the end of `run_to` its explored action is dropped with its key, and the next
 step's own `explore` draws the same action, so where a run stops (a chunk's end, a resume) changes
-nothing.
+nothing. Inside that call the learning sits in a `lax.cond` (a fusion boundary) so the buffer is
+written in place and never copied, whatever its capacity.
 
 Step counting: `total_steps`, `learning_starts` and `eval_every` count environment transitions
 (vector steps times `num_envs`); `train_freq` counts vector steps, as in Stable-Baselines3. One
