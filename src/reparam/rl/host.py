@@ -163,7 +163,7 @@ def make_kernels(agent: Agent, obs_dim: int, bounds: ActionBounds) -> Kernels:
     def step(leaves, buffer, key_data, obs, action, reward, final_obs, terminated, next_obs):
         """`record`, `learn` and `explore` at `next_obs` with the new policy: one dispatch per learning
         step instead of three. The params and keys go in and out flat (`flat`: a tuple of arrays
-        and raw key data), so a call flattens no agent pytree in Python (that cost ~20% of a call).
+        and raw key data), so a call flattens no agent pytree in Python (that cost ~0.6 ms of a 9 ms call).
         Returns the key after `learn` and, with the next action, the key after `explore`: a caller
         that drops the action keeps the first key, and its own `explore` call then draws the same
         action (the same run as the three calls, whichever it does)."""
