@@ -260,10 +260,8 @@ def main(argv=None) -> int:
             shared = {"kl_warmup_epochs": args.kl_warmup_epochs} if args.kl_warmup_epochs else {}
             if args.patience:
                 shared |= {"validation_fraction": args.validation_fraction, "patience": args.patience}
-            for name in ("latent_dim", "hidden_sizes", "binarize"):
-                if getattr(args, name) is not None:
-                    value = getattr(args, name)
-                    shared[name] = tuple(value) if isinstance(value, list) else value
+            model = dict(latent_dim=args.latent_dim, hidden_sizes=args.hidden_sizes, binarize=args.binarize)
+            shared |= {k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if v is not None}
             rows = flow_rows(
                 args.seeds, epochs, eval_k, out, args.iwae_k, flow_runs(args.posteriors, args.latent_dim), shared
             )
