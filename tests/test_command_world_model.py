@@ -93,6 +93,7 @@ def test_host_run_folder(tmp_path):
         (["--imagination-gradient", "reinforce"], "unknown actor-gradient estimator 'reinforce'"),
         (["--env", "gymnax:Acrobot-v1"], "unknown JAX-native environment 'gymnax:Acrobot-v1'"),
         (["--total-steps", "1000", "--eval-every", "300"], "must be a multiple of --eval-every"),
+        (["--env", "InvertedDoublePendulum-v5"], "no termination function is known for 'InvertedDoublePendulum-v5'"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path, capsys, extra, message):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from reparam.rl.dynamics import (
+    TERMINATIONS,
     DynamicsConfig,
     Ensemble,
     buffer_scaling,
@@ -112,10 +113,40 @@ def test_a_model_step_is_the_chosen_members_reparameterized_draw():
     assert bool(jnp.all(jnp.isfinite(grad))) and bool(jnp.any(grad != 0))  # pathwise in the action
 
 
-def test_terminations_by_environment():
-    next_obs = jnp.asarray([[0.5, 0.0, 0.0], [1.2, 0.1, 0.0], [1.2, 0.5, 0.0]], jnp.float32)
-    np.testing.assert_array_equal(termination_for("Hopper-v5")(None, None, next_obs), [1.0, 0.0, 1.0])
-    np.testing.assert_array_equal(termination_for("gymnax:Pendulum-v1")(None, None, next_obs), [0.0, 0.0, 0.0])
+@pytest.mark.parametrize("env_id", [name for name in TERMINATIONS if name != "Pendulum-v1"])
+def test_termination_functions_agree_with_the_real_environments(env_id):
+    """Random-action episodes of the real Gymnasium environment: the termination function of every
+    transition equals the environment's own `terminated` flag (and episodes do end where they can)."""
+    gym = pytest.importorskip("gymnasium")
+    if env_id != "MountainCarContinuous-v0":
+        pytest.importorskip("mujoco")
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    rows, flags = [], []
+    for episode in range(30):
+        obs, _ = env.reset(seed=episode)
+        for _ in range(200):
+            action = env.action_space.sample()
+            next_obs, _, terminated, truncated, _ = env.step(action)
+            rows.append((obs, action, next_obs))
+            flags.append(float(terminated))
+            if terminated or truncated:
+                break
+            obs = next_obs
+    env.close()
+    obs, action, next_obs = (jnp.asarray(np.stack(column), jnp.float32) for column in zip(*rows, strict=True))
+    predicted = termination_for(env_id)(obs, action, next_obs)
+    np.testing.assert_array_equal(np.asarray(predicted), np.asarray(flags))
+    if env_id in ("InvertedPendulum-v5", "Hopper-v5", "Walker2d-v5"):
+        assert sum(flags) >= 10  # random actions topple these: the check saw real terminations
+
+
+def test_termination_for_gymnax_ids_and_unknown_ids():
+    next_obs = jnp.asarray([[0.5, 0.0, 0.0], [1.2, 0.1, 0.0]], jnp.float32)
+    np.testing.assert_array_equal(termination_for("gymnax:Pendulum-v1")(None, None, next_obs), [0.0, 0.0])
+    assert termination_for("gymnax:MountainCarContinuous-v0") is TERMINATIONS["MountainCarContinuous-v0"]
+    with pytest.raises(ValueError, match="no termination function is known for 'Humanoid-v5'"):
+        termination_for("Humanoid-v5")
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,9 @@ class WorldModelCommand:
     """svg (actor gradient through H-step imagined rollouts of the model) or mbpo (SAC on real and
     model rollouts)."""
     env: str = "gymnax:Pendulum-v1"
-    """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0, brax:<name> (compiled loop), or a
-    Gymnasium id such as Pendulum-v1, Hopper-v5 (host loop)."""
+    """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0 (compiled loop), or a Gymnasium
+    id with a known termination function: Pendulum-v1, MountainCarContinuous-v0, InvertedPendulum-v5,
+    Hopper-v5, Walker2d-v5, Ant-v5, HalfCheetah-v5, Swimmer-v5, Reacher-v5 (host loop)."""
     total_steps: int = 10_000
     """Environment steps per seed."""
     horizon: int = 3
@@ -116,6 +117,7 @@ class WorldModelCommand:
         check_estimator(self.imagination_gradient)
         self.model_based()
         check_run(self, **{"--prediction-steps": self.prediction_steps})
+        termination_for(self.env)
         if self.sac_run is not None and not (Path(self.sac_run) / "metrics.jsonl").is_file():
             raise ValueError(f"--sac-run {self.sac_run} is not a run folder (no metrics.jsonl)")
 

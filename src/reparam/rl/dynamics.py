@@ -339,6 +339,12 @@ def walker_terminates(obs: Array, action: Array, next_obs: Array) -> Array:
     return 1.0 - ((height > 0.8) & (height < 2.0) & (jnp.abs(angle) < 1.0)).astype(jnp.float32)
 
 
+def inverted_pendulum_terminates(obs: Array, action: Array, next_obs: Array) -> Array:
+    """InvertedPendulum-v5: the pole angle beyond 0.2 rad or a non-finite state."""
+    fallen = (jnp.abs(next_obs[..., 1]) > 0.2) | ~jnp.all(jnp.isfinite(next_obs), axis=-1)
+    return fallen.astype(jnp.float32)
+
+
 def ant_terminates(obs: Array, action: Array, next_obs: Array) -> Array:
     """Ant-v5's unhealthy test: torso height outside [0.2, 1.0] or a non-finite state."""
     height = next_obs[..., 0]
@@ -348,17 +354,26 @@ def ant_terminates(obs: Array, action: Array, next_obs: Array) -> Array:
 
 TERMINATIONS = {
     "Pendulum-v1": never_terminates,
+    "MountainCarContinuous-v0": mountain_car_terminates,
+    "InvertedPendulum-v5": inverted_pendulum_terminates,
+    "Hopper-v5": hopper_terminates,
     "Walker2d-v5": walker_terminates,
     "Ant-v5": ant_terminates,
-    "MountainCarContinuous-v0": mountain_car_terminates,
-    "Hopper-v5": hopper_terminates,
     "HalfCheetah-v5": never_terminates,
+    "Swimmer-v5": never_terminates,
+    "Reacher-v5": never_terminates,
 }
 """Known termination functions `(obs, action, next_obs) -> terminated (batch,)` by environment id
-(a `gymnax:` prefix is ignored)."""
+(a `gymnax:` prefix is ignored), each checked against the real environment's flag in the tests."""
 
 
 def termination_for(env_name: str):
-    """The termination function of `env_name` (`never_terminates` for an id not in `TERMINATIONS`:
-    model rollouts then never stop early)."""
-    return TERMINATIONS.get(env_name.split(":", 1)[-1], never_terminates)
+    """The termination function of `env_name`; a one-line error for an id without one (a model
+    rollout that never stopped where the real episode ends would train on impossible states: pass
+    your own function to `model_based_agent` for other environments)."""
+    name = env_name.split(":", 1)[-1]
+    if name not in TERMINATIONS:
+        raise ValueError(
+            f"no termination function is known for {env_name!r}; model-based agents run on {', '.join(TERMINATIONS)}"
+        )
+    return TERMINATIONS[name]
