@@ -39,8 +39,8 @@ class WorldModelCommand:
     model rollouts)."""
     env: str = "gymnax:Pendulum-v1"
     """Environment: gymnax:Pendulum-v1, gymnax:MountainCarContinuous-v0 (compiled loop), or a Gymnasium
-    id with a known termination function: Pendulum-v1, MountainCarContinuous-v0, InvertedPendulum-v5,
-    Hopper-v5, Walker2d-v5, Ant-v5, HalfCheetah-v5, Swimmer-v5, Reacher-v5 (host loop)."""
+    id with a known termination function such as Pendulum-v1, Hopper-v5 (host loop; an unknown id's
+    error lists them all)."""
     total_steps: int = 10_000
     """Environment steps per seed."""
     horizon: int = 3
