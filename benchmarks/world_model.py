@@ -4,7 +4,10 @@ variance of the pathwise and score-function estimators per imagination horizon.
     .venv/bin/python benchmarks/world_model.py                      # the full protocol (10 seeds, 20k steps)
     .venv/bin/python benchmarks/world_model.py --seeds 2 --total-steps 4000 --agents sac,svg,mbpo
     .venv/bin/python benchmarks/world_model.py --study variance --variance-steps 3000
-    .venv/bin/python benchmarks/world_model.py --table FILE         # re-print the tables of a --json FILE
+    .venv/bin/python benchmarks/world_model.py --study mujoco --env Hopper-v5 --total-steps 20000 --seeds 2
+    .venv/bin/python benchmarks/world_model.py --agents mbpo --seed-group 0:5 --json A.json   # seeds 0-4 of 10
+    .venv/bin/python benchmarks/world_model.py --table FILE [FILE ...]  # the tables of --json files, seed
+                                                                    # groups of one agent merged
 
 Learning (`--study learning`): every agent in reparam's compiled loop on gymnax Pendulum-v1 (the
 dynamics of Gymnasium's Pendulum-v1), all seeds vmapped in one program, `--total-steps` env steps per
@@ -13,7 +16,11 @@ seed, evaluated every `--eval-every` (200) steps by the mean deterministic retur
 evaluation step at which the return is >= -200 there and at the next evaluation (warm-up included);
 median and IQR over seeds, a seed that never gets there counts as not reached. *Final return*: the
 mean over seeds at the last evaluation. *Wall*: the compiling first chunk and the rest, separately.
-Any non-finite metric of any seed is counted as a NaN run. Settings per agent: `SETTINGS`.
+Any non-finite metric of any seed is counted as a NaN run. Settings per agent: `SETTINGS`. Seed `i` of
+`--seeds` always trains from the same key (the i-th of `split(key(0), --seeds)`), so a protocol too long
+for one sitting runs as seed groups (`--seed-group START:STOP`, each its own program and JSON) that
+`--table` merges into the rows the single run would give (per-seed numbers may differ in the last bits:
+a different vmap width can change XLA's summation order).
 
 Variance (`--study variance`): a `svg` agent trained for `--variance-steps` steps (seed 0); at 256 fixed
 replay states with its critic, model and actor fixed, `--repeats` independent estimates of the actor
@@ -22,12 +29,21 @@ function (baseline: the critic's soft value), and SAC's own actor gradient (H = 
 vs `sac.score_actor_loss`), summarised by the estimators lab (`reparam.estimators.variance.summarize`)
 against the mean of the pathwise estimates: the total variance (sum over all actor weights), and the
 median signal-to-noise ratio `|mean| / std` over weights.
+
+MuJoCo (`--study mujoco`): the host loop on a Gymnasium id (`--env`, e.g. Hopper-v5, HalfCheetah-v5),
+run through the commands users run: `reparam sac` and `reparam world-model --agent mbpo` with the
+flags in `MUJOCO_FLAGS`, the same seeds, budget, warm-up (the commands' 1,000 steps) and evaluation
+(`--mujoco-eval-every` steps, `--mujoco-eval-episodes` deterministic episodes); the mbpo run draws the
+SAC run's curve beside its own. Reported: the mean return per evaluation, per agent, and the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -35,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import common
+from reparam.commands.sac import returns_by_step
 from reparam.estimators.variance import summarize
 from reparam.rl.agent import sac_agent
 from reparam.rl.compiled import RunSpec, make_train
@@ -42,6 +59,7 @@ from reparam.rl.dynamics import DynamicsConfig, termination_for
 from reparam.rl.model_based import ModelBasedConfig, ensemble_of, model_based_agent, model_step_fn, svg_objective
 from reparam.rl.replay import sample
 from reparam.rl.sac import SACConfig, actor_loss, init_sac, score_actor_loss
+from reparam.runs import read_rows
 
 ENV = "gymnax:Pendulum-v1"
 THRESHOLD = -200.0
@@ -75,10 +93,15 @@ def steps_to_threshold(steps: np.ndarray, returns: np.ndarray) -> float:
     return float("inf")
 
 
-def learning_run(name: str, seeds: int, total_steps: int, eval_every: int, eval_episodes: int):
-    """One agent, `seeds` seeds vmapped: the per-seed curves, the timings and the final carry."""
+def learning_run(
+    name: str, seeds: int, total_steps: int, eval_every: int, eval_episodes: int, group: range | None = None
+):
+    """One agent, seeds `group` (default all) of `seeds` vmapped: the per-seed curves, the timings and the
+    final carry."""
     run = make_train(make_agent(name), ENV, RunSpec(total_steps, eval_every, eval_episodes))
-    keys = jax.random.split(jax.random.key(0), seeds)
+    group = range(seeds) if group is None else group
+    keys = jax.random.split(jax.random.key(0), seeds)[group.start : group.stop]
+    seeds = len(group)
     init = jax.jit(jax.vmap(run.init))
     advance = jax.jit(jax.vmap(run.advance, in_axes=(0, 0, None)), donate_argnums=0)
     begun = time.perf_counter()
@@ -100,6 +123,7 @@ def learning_run(name: str, seeds: int, total_steps: int, eval_every: int, eval_
     result = dict(
         agent=name,
         seeds=seeds,
+        seed_indices=list(group),
         steps=steps.tolist(),
         returns=curves.tolist(),
         steps_to_threshold=reached,
@@ -110,6 +134,35 @@ def learning_run(name: str, seeds: int, total_steps: int, eval_every: int, eval_
         wall_s=time.perf_counter() - begun,
     )
     return result, carry
+
+
+def merge_groups(results: list[dict]) -> list[dict]:
+    """One result per agent: the seed groups of an agent (same steps) joined, seeds in index order; the
+    wall times add up (the groups ran one after another)."""
+    merged: dict[str, dict] = {}
+    for r in results:
+        m = merged.get(r["agent"])
+        if m is None:
+            merged[r["agent"]] = dict(r, seed_indices=r.get("seed_indices", list(range(r["seeds"]))))
+            continue
+        if m["steps"] != r["steps"]:
+            raise ValueError(f"{r['agent']}: seed groups with different evaluation steps cannot be merged")
+        indices = m["seed_indices"] + r.get("seed_indices", list(range(r["seeds"])))
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"{r['agent']}: a seed appears in two of the merged groups ({indices})")
+        order = np.argsort(indices)
+        m.update(
+            seeds=len(indices),
+            seed_indices=sorted(indices),
+            returns=[(m["returns"] + r["returns"])[i] for i in order],
+            steps_to_threshold=[(m["steps_to_threshold"] + r["steps_to_threshold"])[i] for i in order],
+            nan_runs=m["nan_runs"] + r["nan_runs"],
+            compile_and_first_chunk_s=m["compile_and_first_chunk_s"] + r["compile_and_first_chunk_s"],
+            rest_s=m["rest_s"] + r["rest_s"],
+            wall_s=m["wall_s"] + r["wall_s"],
+        )
+        m["final_return"] = float(np.mean([curve[-1] for curve in m["returns"]]))
+    return list(merged.values())
 
 
 def quartiles(values: list[float]) -> str:
@@ -206,10 +259,57 @@ def variance_table(rows: list[dict]) -> str:
     return common.markdown_table(header, table)
 
 
+# --- MuJoCo: the host-loop commands on the same budget ---------------------------------------------
+
+# mbpo as in SETTINGS: one-step model rollouts (256 per env step, 5% real data), 5 SAC gradient steps per
+# env step; SAC: the command's defaults. Both keep the commands' 1,000 warm-up steps.
+MUJOCO_FLAGS = {
+    "sac": ["sac"],
+    "mbpo": ["world-model", "--agent", "mbpo", "--horizon", "1", "--gradient-steps", "5"],
+}
+
+
+def mujoco_run(name: str, env: str, seeds: int, total_steps: int, every: int, episodes: int, out: Path) -> dict:
+    """One agent's command on `env` (the host loop, seeds one after another): returns per evaluation."""
+    folder = out / f"{env}-{name}"
+    command = [str(Path(sys.executable).with_name("reparam")), *MUJOCO_FLAGS[name], "--env", env]
+    command += ["--total-steps", str(total_steps), "--num-seeds", str(seeds), "--eval-every", str(every)]
+    command += ["--eval-episodes", str(episodes), "--out", str(folder)]
+    if name != "sac" and (out / f"{env}-sac" / "metrics.jsonl").is_file():
+        command += ["--sac-run", str(out / f"{env}-sac")]
+    print("  " + " ".join(command), flush=True)
+    begun = time.perf_counter()
+    subprocess.run(command, check=True)
+    steps, by_step = returns_by_step([r for r in read_rows(folder) if "eval_return" in r])
+    return dict(
+        agent=name,
+        env=env,
+        seeds=seeds,
+        command=" ".join(command[1:]),
+        steps=list(steps),
+        returns=by_step.T.tolist(),  # (seeds, evaluations)
+        final_return=float(by_step[-1].mean()),
+        nan_runs=int(np.sum(~np.all(np.isfinite(by_step), axis=0))),
+        wall_s=time.perf_counter() - begun,
+    )
+
+
+def mujoco_table(results: list[dict]) -> str:
+    """The MuJoCo study as a markdown table: mean return over seeds at every evaluation."""
+    steps = results[0]["steps"]
+    header = ["agent", "env", "seeds", *[f"{s:,}" for s in steps], "NaN runs", "wall s"]
+    rows = []
+    for r in results:
+        means = np.mean(np.asarray(r["returns"]), axis=0)
+        returns = [f"{m:.0f}" for m in means]
+        rows.append([r["agent"], r["env"], str(r["seeds"]), *returns, str(r["nan_runs"]), f"{r['wall_s']:.0f}"])
+    return common.markdown_table(header, rows)
+
+
 def main(argv=None) -> None:
     """Parse the options, run the studies, print and save the tables."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--study", choices=("learning", "variance", "both"), default="both")
+    p.add_argument("--study", choices=("learning", "variance", "both", "mujoco"), default="both")
     p.add_argument("--agents", default="sac,svg,mbpo")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--total-steps", type=int, default=20_000)
@@ -220,20 +320,39 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=64)
     p.add_argument("--json", default="benchmarks/results/world_model.json")
     p.add_argument("--markdown", default="benchmarks/results/world_model_tables.md")
-    p.add_argument("--table", help="re-print the tables of this --json file")
+    p.add_argument("--env", default="Hopper-v5", help="--study mujoco: the Gymnasium id")
+    p.add_argument("--mujoco-eval-every", type=int, default=2_000)
+    p.add_argument("--mujoco-eval-episodes", type=int, default=5)
+    p.add_argument("--runs", default="runs/world-model-benchmark", help="--study mujoco: the run folders' parent")
+    p.add_argument("--seed-group", help="START:STOP: train only seeds START..STOP-1 of --seeds (see above)")
+    p.add_argument("--table", nargs="+", help="re-print the tables of these --json files (groups merged)")
     args = p.parse_args(argv)
     if args.table:
-        saved = common.read_json(args.table)
-        print(learning_table(saved["learning"]) if saved.get("learning") else "")
-        print(variance_table(saved["variance"]) if saved.get("variance") else "")
+        saved = [common.read_json(path) for path in args.table]
+        gather = lambda key: [row for record in saved for row in record.get(key) or []]
+        learning, variance, mujoco = merge_groups(gather("learning")), gather("variance"), gather("mujoco")
+        print(learning_table(learning) if learning else "")
+        print(variance_table(variance) if variance else "")
+        print(mujoco_table(mujoco) if mujoco else "")
         return
+    group = None
+    if args.seed_group:
+        start, _, stop = args.seed_group.partition(":")
+        group = range(int(start), int(stop))
+        if not 0 <= group.start < group.stop <= args.seeds:
+            p.error(f"--seed-group {args.seed_group}: need 0 <= START < STOP <= --seeds ({args.seeds})")
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
     started = common.announce("reparam world-model benchmark", versions)
     load_start = common.loadavg()
-    learning, variance, svg_carry = [], [], None
+    learning, variance, mujoco, svg_carry = [], [], [], None
+    if args.study == "mujoco":
+        for name in ("sac", "mbpo"):
+            every, episodes = args.mujoco_eval_every, args.mujoco_eval_episodes
+            mujoco.append(mujoco_run(name, args.env, args.seeds, args.total_steps, every, episodes, Path(args.runs)))
+            common.write_json(args.json, common.record(versions, load_start=load_start, mujoco=mujoco))
     if args.study in ("learning", "both"):
         for name in args.agents.split(","):
-            result, carry = learning_run(name, args.seeds, args.total_steps, args.eval_every, args.eval_episodes)
+            result, carry = learning_run(name, args.seeds, args.total_steps, args.eval_every, args.eval_episodes, group)
             learning.append(result)
             if name == "svg":
                 svg_carry = carry
@@ -251,6 +370,7 @@ def main(argv=None) -> None:
         settings={k: repr(v) for k, v in SETTINGS.items()},
         learning=learning,
         variance=variance,
+        mujoco=mujoco,
     )
     common.write_json(args.json, record)
     tables = []
@@ -258,6 +378,8 @@ def main(argv=None) -> None:
         tables.append(learning_table(learning))
     if variance:
         tables.append(variance_table(variance))
+    if mujoco:
+        tables.append(mujoco_table(mujoco))
     text = "\n\n".join(tables)
     print(text)
     with open(args.markdown, "w") as f:
