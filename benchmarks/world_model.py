@@ -338,9 +338,13 @@ def main(argv=None) -> None:
     group = None
     if args.seed_group:
         start, _, stop = args.seed_group.partition(":")
+        ok = start.isdigit() and stop.isdigit() and 0 <= int(start) < int(stop) <= args.seeds
+        if not ok or args.study == "mujoco":
+            p.error(
+                f"--seed-group {args.seed_group}: need START:STOP with 0 <= START < STOP <= --seeds ({args.seeds}), "
+                "for the learning study"
+            )
         group = range(int(start), int(stop))
-        if not 0 <= group.start < group.stop <= args.seeds:
-            p.error(f"--seed-group {args.seed_group}: need 0 <= START < STOP <= --seeds ({args.seeds})")
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
     started = common.announce("reparam world-model benchmark", versions)
     load_start = common.loadavg()
