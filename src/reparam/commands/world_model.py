@@ -228,7 +228,8 @@ def prediction_picture(config: WorldModelCommand, agent: Agent, spec: AgentSpec,
         inside.append((true >= low) & (true <= high))
     axes[0, 0].legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("steps ahead (open loop, same actions)")
-    fig.suptitle(f"{config.agent} model: open-loop prediction of a fresh {config.env} episode")
+    # the top panel's title, not fig.suptitle: tight_layout then keeps it clear of that panel's legend
+    axes[0, 0].set_title(f"{config.agent} model: open-loop prediction\nof a fresh {config.env} episode", fontsize=10)
     save_figure(fig, Path(config.out) / "open_loop_prediction.png")
     share = float(np.mean(np.concatenate(inside)))
     return (
