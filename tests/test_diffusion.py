@@ -22,6 +22,7 @@ from reparam.models.diffusion import (
     forward,
     gaussian_denoiser,
     guided,
+    logits_denoiser,
     make_loss_fn,
     make_schedule,
     posterior,
@@ -284,6 +285,29 @@ def test_discrete_data_bounds_sit_just_above_the_exact_nll(decoder):
         gap = np.asarray(ode(x[:300], jax.random.key(3))) - exact[:300]
         se = np.std(gap) / np.sqrt(gap.size)
         assert -5 * se - 0.01 < np.mean(gap) < 0.05 * dim, (np.mean(gap), se)  # 0.01: Heun's error at 400 steps
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("levels", [2, 17])
+def test_logits_denoiser_with_fixed_logits_is_the_exact_independent_denoiser(prediction, levels):
+    """A logits network that ignores its input and returns the per-coordinate `log pi` is the exact
+    network of independent coordinates (`discrete_denoiser`), in every parameterization; any logits,
+    however extreme, keep `x0_hat` on the grid's range; a context reaches the logits network."""
+    dim = 3
+    values = np.linspace(-1.0, 1.0, levels)
+    log_probs = jax.nn.log_softmax(jax.random.normal(jax.random.key(0), (dim, levels)))
+    schedule = make_schedule("cosine", 100)
+    z = 2.0 * jax.random.normal(jax.random.key(1), (50, dim))
+    t = jax.random.uniform(jax.random.key(2), (50,), minval=0.01, maxval=0.99)
+    fixed = lambda z, t: jnp.broadcast_to(log_probs, (*z.shape, levels))  # noqa: E731
+    ours = logits_denoiser(fixed, values, schedule, prediction=prediction)(z, t)
+    exact = discrete_denoiser(values, log_probs, schedule, prediction=prediction)(z, t)
+    np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5)
+
+    wild = lambda z, t, c: 1e4 * jax.random.normal(jax.random.key(3), (*z.shape, levels)) * c[:, None, None]  # noqa: E731
+    x0 = logits_denoiser(wild, values, schedule, prediction="x0")(z, t, jnp.ones(50))
+    assert np.all(np.isfinite(x0)) and np.all(np.abs(x0) <= 1.0)
+    assert not np.allclose(x0, logits_denoiser(wild, values, schedule, prediction="x0")(z, t, jnp.zeros(50)))
 
 
 # -------------------------------------------------------------------------------------------------- decoders

@@ -48,6 +48,7 @@ TOYS = {
 IMAGES = {"digits": ("bernoulli", 2), "digits17": ("discretized", 17)}
 """CLI name -> (decoder, grey levels) of the 8x8 digits."""
 DATA = (*TOYS, *IMAGES)
+DENOISERS = ("direct", "logits")
 NUM_CLASSES = 10
 SNAPSHOTS = 8
 
@@ -63,6 +64,10 @@ class DiffusionCommand:
     """Noise schedule: linear (Ho et al.), cosine (Nichol & Dhariwal) or vdm (continuous time, Kingma et al.)."""
     predict: str = "eps"
     """What the network predicts: eps, x0 or v."""
+    denoiser: str = "direct"
+    """Digits: direct (the network outputs the --predict target) or logits (it outputs each pixel's prior
+    logits over the grey levels, combined with the exact likelihood of z_t: x0_hat = E[x | z_t] stays on
+    the grid's range, and the network learns only what the other pixels say)."""
     weighting: str = "simple"
     """Loss weighting: simple (Ho et al.) or elbo (the true bound's weights)."""
     steps: int = 1000
@@ -164,6 +169,10 @@ class DiffusionCommand:
             raise ValueError("--log-snr-max and --log-snr-min set the vdm schedule; linear and cosine fix their own")
         if not self.log_snr_max > self.log_snr_min:
             raise ValueError(f"--log-snr-max {self.log_snr_max} must exceed --log-snr-min {self.log_snr_min}")
+        if self.denoiser not in DENOISERS:
+            raise ValueError(f"unknown --denoiser {self.denoiser!r}; choose one of {', '.join(DENOISERS)}")
+        if self.denoiser == "logits" and not self.image:
+            raise ValueError(f"--denoiser logits needs discrete data: use --data digits or digits17, not {self.data}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden-sizes needs one or more positive widths, got {self.hidden_sizes}")
         if self.data in IMAGES and len(set(self.hidden_sizes)) > 1:
@@ -199,7 +208,8 @@ class DiffusionCommand:
     def label(self) -> str:
         """A short name of the model, for the progress bar and pictures."""
         cond = ", conditional" if self.conditional else ""
-        return f"diffusion {self.schedule} T={self.steps}, {self.predict}-prediction{cond}, {self.data}"
+        logits = ", logits denoiser" if self.denoiser == "logits" else ""
+        return f"diffusion {self.schedule} T={self.steps}, {self.predict}-prediction{logits}{cond}, {self.data}"
 
 
 class DiffusionData(NamedTuple):
@@ -267,6 +277,7 @@ def make_network(config: DiffusionCommand, key):
             key=key,
             embedding_dim=config.embedding_dim,
             num_classes=NUM_CLASSES if config.conditional else 0,
+            out_dim=64 * IMAGES[config.data][1] if config.denoiser == "logits" else None,
         )
     return TimeMLP(2, config.hidden_sizes, key=key, embedding_dim=config.embedding_dim)
 
@@ -321,9 +332,17 @@ def programs(config: DiffusionCommand) -> Programs:
     schedule = make_schedule(config)
     null = NUM_CLASSES
 
-    def apply(params, z, t, context=None):
+    def network(params, z, t, context=None):
         net = eqx.combine(params, static)
         return jax.vmap(net)(z, t) if context is None else jax.vmap(net)(z, t, context)
+
+    def apply(params, z, t, context=None):
+        if config.denoiser == "direct":
+            return network(params, z, t, context)
+        levels = IMAGES[config.data][1]
+        logits = lambda z, t, *c: network(params, z, t, *c).reshape(*z.shape, levels)  # noqa: E731
+        predict = D.logits_denoiser(logits, jnp.linspace(-1.0, 1.0, levels), schedule, prediction=config.predict)
+        return predict(z, t) if context is None else predict(z, t, context)
 
     def unconditional(params):
         """The network with the null class (the marginal model of a conditional network)."""

@@ -58,6 +58,7 @@ __all__ = [
     "call",
     "check_prediction",
     "convert_prediction",
+    "discrete_posterior_mean",
     "diffusion_loss",
     "discrete_denoiser",
     "forward",
@@ -66,6 +67,7 @@ __all__ = [
     "make_loss_fn",
     "make_schedule",
     "posterior",
+    "logits_denoiser",
     "prediction_target",
     "split_prediction",
     "time_levels",
@@ -332,14 +334,44 @@ def discrete_denoiser(
     values, log_probs = jnp.asarray(values), jnp.asarray(log_probs)
 
     def predict(z: Array, t: Array) -> Array:
-        alpha, sigma, lam = alpha_sigma(schedule, t, z)
-        # -(z - alpha v)^2 / (2 sigma^2) up to terms constant in v: (alpha z v - alpha^2 v^2 / 2) / sigma^2.
-        scaled = (z[..., None] * values - 0.5 * alpha[..., None] * values**2) * (alpha / sigma**2)[..., None]
-        x0 = jnp.sum(jax.nn.softmax(log_probs + scaled, axis=-1) * values, axis=-1)
-        eps = (z - alpha * x0) / sigma
-        return prediction_target(x0, eps, alpha, sigma, prediction)
+        alpha, sigma, _ = alpha_sigma(schedule, t, z)
+        x0 = discrete_posterior_mean(z, alpha, sigma, values, log_probs)
+        return prediction_target(x0, (z - alpha * x0) / sigma, alpha, sigma, prediction)
 
     return predict
+
+
+def logits_denoiser(
+    logits_fn: Callable[..., Array], values: ArrayLike, schedule: Schedule, *, prediction: Prediction = "eps"
+) -> Predict:
+    """A network for discrete data from one that outputs per-coordinate prior logits over the grid
+    `values` `(L,)`: `logits_fn(z, t[, context])` `(B, *event, L)`.
+
+    `x0_hat = E[x | z_t]` as in `discrete_denoiser`, with the network's logits in place of the
+    independent prior's `log pi` (`discrete_posterior_mean`): the likelihood term `(alpha z v -
+    alpha^2 v^2 / 2) / sigma^2` is exact, so the network learns only what the other coordinates (and
+    the context) say about each one, and `x0_hat` stays inside the grid's range. Returned in the
+    `prediction` parameterization, so losses, bounds and samplers use it like any network.
+    """
+    check_prediction(prediction)
+    values = jnp.asarray(values)
+
+    def predict(z: Array, t: Array, *context: Array) -> Array:
+        alpha, sigma, _ = alpha_sigma(schedule, t, z)
+        x0 = discrete_posterior_mean(z, alpha, sigma, values, logits_fn(z, t, *context))
+        return prediction_target(x0, (z - alpha * x0) / sigma, alpha, sigma, prediction)
+
+    return predict
+
+
+def discrete_posterior_mean(z: Array, alpha: Array, sigma: Array, values: Array, log_probs: Array) -> Array:
+    """`E[x | z]` per coordinate for `z = alpha x + sigma eps`, `x` on the grid `values` `(L,)` with
+    prior log-probabilities `log_probs` (`(L,)` or `(*z.shape, L)`): `sum_k v_k softmax_k(log pi_k +
+    (alpha z v_k - alpha^2 v_k^2 / 2) / sigma^2)`. `alpha`, `sigma` broadcast against `z`."""
+    alpha, sigma = jnp.broadcast_to(alpha, z.shape), jnp.broadcast_to(sigma, z.shape)
+    # -(z - alpha v)^2 / (2 sigma^2) up to terms constant in v: (alpha z v - alpha^2 v^2 / 2) / sigma^2.
+    scaled = (z[..., None] * values - 0.5 * alpha[..., None] * values**2) * (alpha / sigma**2)[..., None]
+    return jnp.sum(jax.nn.softmax(log_probs + scaled, axis=-1) * values, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------------- helpers

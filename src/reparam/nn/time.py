@@ -144,7 +144,7 @@ class TimeMLP(eqx.Module):
 
 
 class ResidualMLP(eqx.Module):
-    """A denoiser for flattened images: `x -> width -> num_blocks residual blocks -> d`.
+    """A denoiser for flattened images: `x -> width -> num_blocks residual blocks -> out_dim` (default `d`).
 
     Block: `h <- h + mlp([layer_norm(h), e], hidden width)`, with `e` the time (and class)
     embedding; each block's last layer starts at zero (the block starts as the identity) and so
@@ -169,10 +169,12 @@ class ResidualMLP(eqx.Module):
         embedding_dim: int = 64,
         num_classes: int = 0,
         activation: Activation = jax.nn.silu,
+        out_dim: int | None = None,
     ):
-        if min(int(data_dim), int(width), int(num_blocks)) < 1:
+        if min(int(data_dim), int(width), int(num_blocks), int(out_dim or data_dim)) < 1:
             raise ValueError(
-                f"ResidualMLP: data_dim, width and num_blocks must be >= 1, got {data_dim}, {width}, {num_blocks}"
+                f"ResidualMLP: data_dim, width, num_blocks and out_dim must be >= 1, got {data_dim}, {width}, "
+                f"{num_blocks}, {out_dim}"
             )
         k_embed, k_in, k_blocks, k_out = jax.random.split(key, 4)
         self.data_dim, self.width = int(data_dim), int(width)
@@ -182,7 +184,7 @@ class ResidualMLP(eqx.Module):
             self.width + int(embedding_dim), self.width, (self.width,), key=k, activation=activation, zero_output=True
         )
         self.blocks = eqx.filter_vmap(make_block)(jax.random.split(k_blocks, int(num_blocks)))
-        (self.out,) = mlp(self.width, self.data_dim, (), key=k_out, zero_output=True).layers
+        (self.out,) = mlp(self.width, int(out_dim or data_dim), (), key=k_out, zero_output=True).layers
 
     @property
     def num_classes(self) -> int:
@@ -190,7 +192,7 @@ class ResidualMLP(eqx.Module):
         return self.embed.num_classes
 
     def __call__(self, x: Array, t: ArrayLike, label: ArrayLike | None = None) -> Array:
-        """The network's output `(d,)` at one image `x` `(d,)`, time `t` in `[0, 1]`, `label`."""
+        """The network's output `(out_dim,)` at one image `x` `(d,)`, time `t` in `[0, 1]`, `label`."""
         e = self.embed(t, label)
         arrays, static = eqx.partition(self.blocks, eqx.is_array)
 
