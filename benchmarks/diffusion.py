@@ -4,7 +4,7 @@ binarized digits beside the exact mixtures and the Gaussian VAE of the same spli
 17-level digits.
 
     .venv/bin/python benchmarks/diffusion.py [--toy-epochs 200] [--digits-epochs 3000] [--samples 10000]
-        [--only toys|digits] [--markdown PATH] [--json PATH] [--quick]
+        [--only toys|digits] [--digits-denoiser logits|direct] [--markdown PATH] [--json PATH] [--quick]
 
 Method. Every model is a `reparam diffusion` run (in process) with the settings in `TOY_RUN` /
 `DIGITS_RUNS`; the reported numbers are its final row (EMA weights): the test bound (prior +
@@ -19,7 +19,8 @@ N points), and the noise floor is the mean (spread beside it) of the same distan
 `FLOOR_DRAWS` independent data draws of N points to that reference. Sampling time is the compiled
 program's run (compilation excluded, ahead-of-time). Digits: the fixed split of `reparam.data.images`
 (1,500 / 297; a tenth of the 1,500 held out for early stopping), binarized at pixel >= 8 of 16 as in
-the VAE table; the exact Bernoulli mixtures (MAP-EM) and the Gaussian VAE
+the VAE table, with `--denoiser logits` by default (`--digits-denoiser direct`: the network outputs
+eps itself); the exact Bernoulli mixtures (MAP-EM) and the Gaussian VAE
 (ELBO, IWAE K=1,000) are fitted here on the same data (`benchmarks/vae.py`'s functions).
 """
 
@@ -164,18 +165,19 @@ def toy_rows(epochs: int, samples: int, samples_long: int, out: Path, quick: boo
     return models, sweeps
 
 
-def digits_rows(epochs: int, out: Path, quick: bool, vae_epochs: int) -> list[dict]:
+def digits_rows(epochs: int, out: Path, quick: bool, vae_epochs: int, denoiser: str = "logits") -> list[dict]:
     import vae as vae_benchmark  # benchmarks/vae.py: the same baselines and VAE runs as its table
 
     rows = []
     for data, settings in DIGITS_RUNS.items():
         extra = dict(steps=20, hidden_sizes=(32,), ode_steps=2, num_samples=20) if quick else {}
         config = DiffusionCommand(
-            **{"epochs": epochs, "out": out / data, "num_samples": 100, "ode_steps": 25, **settings, **extra}
+            **{"epochs": epochs, "out": out / data, "num_samples": 100, "ode_steps": 100, **settings, **extra},
+            denoiser=denoiser,
         )
         begun = time.perf_counter()
         final = command.main(config, Console(quiet=True))[-1]
-        final.update(model=f"diffusion ({data})", seconds=time.perf_counter() - begun)
+        final.update(model=f"diffusion ({data}, {denoiser} denoiser)", seconds=time.perf_counter() - begun)
         rows.append(final)
         print(
             f"{data}: bound {final['test_bound']:.2f} nats ({final['test_bound_bpd']:.4f} bits/dim), prior "
@@ -291,6 +293,12 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=10_000, help="samples per sampler at K <= 100")
     parser.add_argument("--samples-long", type=int, default=2_000, help="samples per sampler at K = 1000")
     parser.add_argument("--only", choices=("toys", "digits"), default=None)
+    parser.add_argument(
+        "--digits-denoiser",
+        choices=command.DENOISERS,
+        default="logits",
+        help="the digits models' --denoiser (logits: per-pixel logits with the exact likelihood of z_t)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: temporary)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the tables as markdown to PATH")
     parser.add_argument("--json", metavar="PATH", help="also write the rows to PATH")
@@ -307,11 +315,11 @@ def main(argv=None) -> int:
         if args.only in (None, "toys"):
             models, sweeps = toy_rows(args.toy_epochs, args.samples, args.samples_long, out, args.quick)
         if args.only in (None, "digits"):
-            digits = digits_rows(args.digits_epochs, out, args.quick, args.vae_epochs)
+            digits = digits_rows(args.digits_epochs, out, args.quick, args.vae_epochs, args.digits_denoiser)
     settings = (
         f"Toys: {args.toy_epochs} epochs of 10,000 fresh points, {TOY_RUN}; digits: {args.digits_epochs} epochs, "
-        f"{DIGITS_RUNS}. Load average at the start {load_start}, at the end {common.loadavg()} (a shared "
-        f"machine: other jobs ran; times are inflated). Command: `{common.command_line()}`."
+        f"{args.digits_denoiser} denoiser, {DIGITS_RUNS}. Load average at the start {load_start}, at the end "
+        f"{common.loadavg()} (a shared machine: other jobs ran; times inflated). Command: `{common.command_line()}`."
     )
     table = markdown(models, sweeps, digits, settings)
     common.finish(started)
