@@ -44,7 +44,10 @@ from reparam.models.distances import median_bandwidth, mmd, sliced_wasserstein
 from reparam.runs import load_serialised
 
 TOYS = ("8gaussians", "checkerboard")
-TOY_RUN = dict(schedule="linear", predict="eps", steps=1000, hidden_sizes=(256, 256, 256), batch_size=256)
+TOY_RUN = dict(
+    schedule="linear", predict="eps", steps=1000, hidden_sizes=(256, 256, 256), batch_size=256, test_size=20_000
+)
+"""Test size 20,000: the test points' own true NLL within ~0.005 nats of the entropy (2,000 were 0.034 off)."""
 EARLY_STOPPING = dict(validation_fraction=0.1, patience=300)
 """Digits runs hold out a tenth of the training set and keep the best EMA weights by its bound."""
 DIGITS_RUNS = {
