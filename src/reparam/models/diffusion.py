@@ -21,7 +21,9 @@ Conventions (one for discrete and continuous time):
   `(B,)`, output of `z`'s shape holding the parameterization's target (`eps`, `x0` or `v`). A
   conditional network takes the context as a third argument, `predict(z, t, context)` with
   `context` `(B, ...)`: every function here takes `context=None` and passes it on when given
-  (`make_loss_fn` and the chunked evaluators take it from `(x, context)` data).
+  (`make_loss_fn` and the chunked evaluators take it from `(x, context)` data). For discrete data,
+  `logits_denoiser` turns a network of per-coordinate logits into such a `predict`, with the exact
+  likelihood of `z_t` built in.
 - **Shapes**: data `x` is `(B, *event)`; per-example results are `(B,)`, summed over the event.
 """
 
@@ -58,16 +60,16 @@ __all__ = [
     "call",
     "check_prediction",
     "convert_prediction",
-    "discrete_posterior_mean",
     "diffusion_loss",
     "discrete_denoiser",
+    "discrete_posterior_mean",
     "forward",
     "gaussian_denoiser",
     "guided",
+    "logits_denoiser",
     "make_loss_fn",
     "make_schedule",
     "posterior",
-    "logits_denoiser",
     "prediction_target",
     "split_prediction",
     "time_levels",
