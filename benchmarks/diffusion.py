@@ -75,6 +75,9 @@ def ema_params(config: DiffusionCommand, folder: Path):
 
 FLOOR_DRAWS = 5
 """Independent data draws whose distances to the reference make the noise floor (mean and spread)."""
+SAMPLE_DRAWS = 5
+"""Independent sample draws per sampler row, scored the same way (mean and spread): one draw's MMD
+varies about as much as the floor's (+-40%)."""
 
 
 def noise_floor(name: str, reference: jax.Array, bandwidth: float, key) -> dict:
@@ -119,16 +122,24 @@ def sweep(config: DiffusionCommand, params, samples: int, samples_long: int, qui
             begun = time.perf_counter()
             program = draw.lower(params, key, None, (n, 2), 0.0).compile()
             compile_seconds = time.perf_counter() - begun
-            begun = time.perf_counter()
-            x = program(params, key, None)[0].block_until_ready()
-            seconds = time.perf_counter() - begun
+            mmds, sws, times = [], [], []
+            for i in range(2 if quick else SAMPLE_DRAWS):
+                begun = time.perf_counter()
+                x = program(params, jax.random.fold_in(key, i), None)[0].block_until_ready()
+                times.append(time.perf_counter() - begun)
+                mmds.append(float(mmd(x, reference, bandwidth)))
+                sws.append(float(sliced_wasserstein(jax.random.fold_in(jax.random.key(2), i), x, reference)))
+            seconds = float(np.median(times))
             row = {
                 "data": config.data,
                 "sampler": sampler,
                 "steps": steps,
                 "n": n,
-                "mmd": float(mmd(x, reference, bandwidth)),
-                "sliced_w": float(sliced_wasserstein(jax.random.key(2), x, reference)),
+                "draws": len(mmds),
+                "mmd": float(np.mean(mmds)),
+                "mmd_sd": float(np.std(mmds, ddof=1)),
+                "sliced_w": float(np.mean(sws)),
+                "sliced_w_sd": float(np.std(sws, ddof=1)),
                 **floor,
                 "seconds": seconds,
                 "compile_seconds": compile_seconds,
@@ -231,10 +242,10 @@ def markdown(models: list[dict], sweeps: list[dict], digits: list[dict], setting
                 s["sampler"],
                 str(s["steps"]),
                 f"{s['n']:,}",
-                f"{s['mmd']:.4f}",
+                f"{s['mmd']:.4f} ± {s.get('mmd_sd', float('nan')):.4f}",
                 f"{s['floor_mmd']:.4f} ± {s['floor_mmd_sd']:.4f}",
                 f"{s['mmd'] / s['floor_mmd']:.2f}",
-                f"{s['sliced_w']:.4f}",
+                f"{s['sliced_w']:.4f} ± {s.get('sliced_w_sd', float('nan')):.4f}",
                 f"{s['floor_sliced_w']:.4f} ± {s['floor_sliced_w_sd']:.4f}",
                 f"{s['sliced_w'] / s['floor_sliced_w']:.2f}",
                 f"{s['seconds']:.2f}",
@@ -246,10 +257,10 @@ def markdown(models: list[dict], sweeps: list[dict], digits: list[dict], setting
             "sampler",
             "K",
             "N",
-            "MMD",
+            f"MMD (mean ± sd of {SAMPLE_DRAWS} draws)",
             "floor (mean ± sd)",
             "MMD / floor",
-            "sliced W2",
+            "sliced W2 (mean ± sd)",
             "floor (mean ± sd)",
             "SW / floor",
             "sampling (s)",
