@@ -77,19 +77,24 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert (part / "model.eqx").read_bytes() == (whole / "model.eqx").read_bytes()
 
 
-def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_path):
-    """Eight Gaussians, T = 20, 600 steps of a 64x64 MLP. The untrained network predicts eps = 0, so
-    its denoised mean is z / alpha and its bound is far off (about 950 nats here); trained, the bound
-    must fall below 20 nats (about 15 is reached; the true NLL is 2.83, and 20 coarse levels leave
-    large KL terms), and the per-epoch held-out loss must fall too."""
-    config = DiffusionCommand(**{**TOY, "epochs": 30}, out=tmp_path / "r")  # the programs of the tests above
+def run_and_untrained_bound(config):
+    """Run `config`; return its rows, its data and the mean test bound of its untrained network."""
     rows = run(config)
     keys = RunKeys.from_seed(config.seed)
     data = command.load_data(config, keys.data)
     compiled_config = command.compiled_settings(config)
     compiled = command.programs(compiled_config)
     untrained = eqx.filter(command.make_network(compiled_config, keys.init), eqx.is_inexact_array)
-    before = float(np.mean(compiled.bound(untrained, data.test, keys.final)["total"]))
+    return rows, data, float(np.mean(compiled.bound(untrained, data.test, keys.final)["total"]))
+
+
+def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_path):
+    """Eight Gaussians, T = 20, 600 steps of a 64x64 MLP. The untrained network predicts eps = 0, so
+    its denoised mean is z / alpha and its bound is far off (about 950 nats here); trained, the bound
+    must fall below 20 nats (about 15 is reached; the true NLL is 2.83, and 20 coarse levels leave
+    large KL terms), and the per-epoch held-out loss must fall too."""
+    config = DiffusionCommand(**{**TOY, "epochs": 30}, out=tmp_path / "r")  # the programs of the tests above
+    rows, data, before = run_and_untrained_bound(config)
     after = rows[-1]["test_bound"]
     assert before > 100 and after < 20, (before, after)
     assert rows[-2]["test_loss_elbo"] < rows[0]["test_loss_elbo"]
@@ -145,13 +150,7 @@ def test_logits_denoiser_starts_at_the_uniform_pixels_bound_and_learns_what_no_i
         denoiser="logits",
         out=tmp_path / "r",
     )
-    rows = run(config)
-    keys = RunKeys.from_seed(config.seed)
-    data = command.load_data(config, keys.data)
-    compiled_config = command.compiled_settings(config)
-    compiled = command.programs(compiled_config)
-    untrained = eqx.filter(command.make_network(compiled_config, keys.init), eqx.is_inexact_array)
-    before = float(np.mean(compiled.bound(untrained, data.test, keys.final)["total"]))
+    rows, data, before = run_and_untrained_bound(config)
     assert 64 * np.log(2) < before < 64 * np.log(2) + 1, before
     on = (np.asarray(data.train) + 1) / 2
     p = (on.sum(0) + 1) / (on.shape[0] + 2)
