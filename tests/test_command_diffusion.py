@@ -92,12 +92,17 @@ def test_short_toy_training_lowers_the_bound_well_below_the_untrained_one(tmp_pa
     """Eight Gaussians, T = 20, 600 steps of a 64x64 MLP. The untrained network predicts eps = 0, so
     its denoised mean is z / alpha and its bound is far off (about 950 nats here); trained, the bound
     must fall below 20 nats (about 15 is reached; the true NLL is 2.83, and 20 coarse levels leave
-    large KL terms), and the per-epoch held-out loss must fall too."""
+    large KL terms), the per-epoch held-out loss must fall too, and the ODE likelihood must sit above
+    the ELBO."""
     config = DiffusionCommand(**{**TOY, "epochs": 30}, out=tmp_path / "r")  # the programs of the tests above
     rows, data, before = run_and_untrained_bound(config)
     after = rows[-1]["test_bound"]
     assert before > 100 and after < 20, (before, after)
     assert rows[-2]["test_loss_elbo"] < rows[0]["test_loss_elbo"]
+    # ELBO <= the ODE's log-likelihood on the trained model: its NLL (about 6.4 here), even moved by its
+    # Heun error (no more than the gap to half the steps, about 1.3 at these 3 steps), sits below the bound
+    final = rows[-1]
+    assert final["test_ode_nll"] + final["test_ode_step_gap"] < final["test_bound"], final
 
 
 @pytest.mark.parametrize("data", ["digits", "digits17"])
