@@ -80,7 +80,7 @@ def flow_runs(posteriors: list[str] | None, latent_dim: int | None = None) -> di
     return {
         (plain if p == "gaussian" else f"  {p} posterior"): (
             dict(posterior=p),
-            PUBLISHED[p.split(":")[0]],
+            PUBLISHED.get(p.split(":")[0]),
         )
         for p in posteriors or [spec["posterior"] if spec else "gaussian" for spec, _ in FLOW_RUNS.values()]
     }
@@ -181,7 +181,7 @@ def flow_markdown(rows: list[dict], epochs: int, eval_k: int, objective: str = "
                 f"{plain - nll:+.2f}" if r is not rows[0] else "-",
                 f"{-elbo:.2f}",
                 f"{statistics.median(r['examples_per_s']):,.0f}",
-                f"{r['published_mnist_neg_elbo']:.2f}",
+                "-" if r["published_mnist_neg_elbo"] is None else f"{r['published_mnist_neg_elbo']:.2f}",
             ]
         )
     header = [
@@ -249,6 +249,7 @@ def main(argv=None) -> int:
     parser.add_argument("--latent-dim", type=int, default=None, help="--flows: latent dimension of every row (8)")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=None, help="--flows: every row's MLPs")
     parser.add_argument("--binarize", choices=["static", "dynamic"], default=None, help="--flows: training data")
+    parser.add_argument("--num-samples", type=int, default=None, help="--flows: ELBO draws per image, every row")
     args = parser.parse_args(argv)
     epochs, eval_k = (3, 100) if args.quick else (args.epochs, args.eval_k)
     versions = common.versions("jax", "jaxlib", "equinox", "optax", "reparam")
@@ -260,7 +261,12 @@ def main(argv=None) -> int:
             shared = {"kl_warmup_epochs": args.kl_warmup_epochs} if args.kl_warmup_epochs else {}
             if args.patience:
                 shared |= {"validation_fraction": args.validation_fraction, "patience": args.patience}
-            model = dict(latent_dim=args.latent_dim, hidden_sizes=args.hidden_sizes, binarize=args.binarize)
+            model = dict(
+                latent_dim=args.latent_dim,
+                hidden_sizes=args.hidden_sizes,
+                binarize=args.binarize,
+                num_samples=args.num_samples,
+            )
             shared |= {k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if v is not None}
             rows = flow_rows(
                 args.seeds, epochs, eval_k, out, args.iwae_k, flow_runs(args.posteriors, args.latent_dim), shared

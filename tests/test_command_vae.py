@@ -134,6 +134,7 @@ def test_killed_run_resumes_exactly(tmp_path, estimator="reinforce"):
         (["--posterior", "planar:x"], "--posterior 'planar:x' is not one of"),
         (["--posterior", "planar:0"], "the number of flow layers K must be >= 1, got 0"),
         (["--posterior", "iaf:-2"], "the number of flow layers K must be >= 1, got -2"),
+        (["--posterior", "nsf:0"], "the number of flow layers K must be >= 1, got 0"),
         (["--posterior", "planar:4", "--latent", "categorical"], "--posterior planar:4 needs --latent gaussian"),
         (["--posterior", "iaf:4", "--kl", "closed"], "--posterior iaf:4 has no closed-form KL: use --kl mc"),
         (["--kl-warmup-epochs", "-1"], "--kl-warmup-epochs must be >= 0, got -1"),

@@ -240,12 +240,20 @@ def test_temperature_schedule():
 
 
 # --- flow posteriors (planar, Sylvester, IAF amortised by the encoder) -------------------------------
-FLOWS = ("planar", "sylvester", "iaf")
+FLOWS = ("planar", "sylvester", "iaf", "nsf")
 
 
 def perturbed(model: FlowVAE, key, scale: float) -> FlowVAE:
     """`model` with random flow parameters: planar/Sylvester, noise on the encoder's head rows (so
-    each example gets its own non-identity layers); IAF, on the MADEs' (zero) last layers."""
+    each example gets its own non-identity layers); IAF, on the MADEs' (zero) last layers; NSF, on
+    the spline couplings' (zero) last layers."""
+    if model.kind == "nsf":
+        last = model.flow.layers.bijectors[1].net.layers[-1]
+        k1, k2 = jax.random.split(key)
+        weight = scale * jax.random.normal(k1, last.weight.shape, last.weight.dtype) / 8
+        bias = scale * jax.random.normal(k2, last.bias.shape, last.bias.dtype)
+        layer_of = lambda m: m.flow.layers.bijectors[1].net.layers[-1]
+        return eqx.tree_at(lambda m: (layer_of(m).weight, layer_of(m).bias), model, (weight, bias))
     if model.kind == "iaf":
         last = model.flow.layers.bijectors[1].made
         weights = list(last.weights)

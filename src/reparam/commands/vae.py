@@ -31,8 +31,8 @@ class VAECommand:
     """Latent variables: Gaussian (pathwise gradients) or categorical (trained by --estimator)."""
     posterior: str = "gaussian"
     """q(z | x) of a Gaussian latent: 'gaussian' (diagonal), or the Gaussian pushed through K flow layers
-    whose parameters the encoder outputs per image: 'planar:K', 'sylvester:K', or 'iaf:K' (the encoder
-    gives K conditional MADE layers a context vector)."""
+    whose parameters the encoder outputs per image: 'planar:K', 'sylvester:K', or 'iaf:K' / 'nsf:K' (the
+    encoder gives K conditional MADE / rational-quadratic spline coupling layers a context vector)."""
     dataset: str = "digits"
     """'digits' (scikit-learn's 8x8 digits, bundled) or 'mnist:PATH' (IDX folder or .npz)."""
     epochs: int = 100

@@ -1,6 +1,6 @@
 """Flow posteriors for the Gaussian VAE: `q(z | x)` is a Gaussian pushed through `K` flow layers
 whose parameters the encoder outputs per example (amortised), as in Rezende & Mohamed 2015 (planar),
-Kingma et al. 2016 (IAF) and van den Berg et al. 2018 (Sylvester).
+Kingma et al. 2016 (IAF), van den Berg et al. 2018 (Sylvester) and Durkan et al. 2019 (NSF).
 
     z0 ~ N(mu(x), diag sigma(x)^2),  z = f_K(... f_1(z0)),
     log q(z | x) = log N(z0; mu, sigma) - sum_k log |det df_k / dz_{k-1}|,
@@ -18,6 +18,10 @@ one MLP with output `(mu, raw sigma, head)`:
   (`MaskedAutoregressiveAffine(mode="iaf")`, `reparam.bijectors.condition`) whose weights are
   shared by all examples; layer `k` is autoregressive in the order `1..d` (even `k`) or `d..1`
   (odd `k`). The MADEs' last layers start at zero: a fresh IAF is the identity.
+- `nsf:K`: as IAF, with each MADE replaced by a conditional rational-quadratic spline coupling
+  (`SplineCoupling`, `NSF_BINS` bins on `[-NSF_BOUND, NSF_BOUND]`, identity tails) that transforms
+  the last `d - d // 2` coordinates of the layer's order given the first `d // 2` and `h(x)`;
+  zero last layers make a fresh NSF the identity.
 
 A `FlowVAE` follows the protocol of `reparam.models.vae` (`posterior`, `prior`, `likelihood`), so the
 same ELBO (with the Monte Carlo KL: there is no closed form), IWAE and log-likelihood estimates score
@@ -38,6 +42,7 @@ from jaxtyping import Array, PRNGKeyArray
 from ..bijectors.autoregressive import MADE, MaskedAutoregressiveAffine, condition
 from ..bijectors.base import Bijector, FusedBijector
 from ..bijectors.chain import Chain
+from ..bijectors.coupling import SplineCoupling
 from ..bijectors.permute import Permute
 from ..bijectors.planar import Planar
 from ..bijectors.scan import Scan, stack_layers
@@ -46,18 +51,24 @@ from ..distributions import MultivariateNormalDiag, Transformed
 from ..nn import mlp, over_leading_axes
 from .vae import Decoder, Likelihood, positive, standard_normal_prior
 
-FLOW_KINDS = ("planar", "iaf", "sylvester")
+FLOW_KINDS = ("planar", "iaf", "sylvester", "nsf")
 """The amortised flows `--posterior` accepts (besides 'gaussian')."""
+SHARED_KINDS = ("iaf", "nsf")
+"""Flows whose layers are shared by all examples and read a context `h(x)` from the encoder."""
 IAF_CONTEXT = 32
-"""Size of the context vector `h(x)` the encoder gives the IAF layers."""
+"""Size of the context vector `h(x)` the encoder gives the IAF and NSF layers."""
 IAF_HIDDEN = (64, 64)
-"""Hidden widths of each IAF layer's MADE (ReLU)."""
+"""Hidden widths of each IAF layer's MADE and each NSF layer's coupling MLP (ReLU)."""
+NSF_BINS = 8
+"""Bins of each NSF layer's rational-quadratic splines."""
+NSF_BOUND = 5.0
+"""Each NSF spline acts on [-NSF_BOUND, NSF_BOUND] (the identity outside)."""
 
 
 def parse_posterior(text: str) -> tuple[str, int]:
-    """`'gaussian'` -> `('gaussian', 0)`; `'planar:K'`, `'iaf:K'`, `'sylvester:K'` -> `(kind, K)`,
+    """`'gaussian'` -> `('gaussian', 0)`; `'planar:K'`, `'iaf:K'`, `'sylvester:K'`, `'nsf:K'` -> `(kind, K)`,
     `K >= 1` layers. Anything else is a one-line ValueError saying what is allowed."""
-    allowed = "'gaussian', or 'planar:K', 'iaf:K', 'sylvester:K' with K >= 1 flow layers"
+    allowed = "'gaussian', or 'planar:K', 'iaf:K', 'sylvester:K', 'nsf:K' with K >= 1 flow layers"
     if text == "gaussian":
         return "gaussian", 0
     match = re.fullmatch(r"([a-z]+):([+-]?\d+)", text.strip())
@@ -75,20 +86,33 @@ def flow_layers(kind: str, dim: int, num_layers: int, *, key: PRNGKeyArray) -> S
     Planar and Sylvester (`M = dim` directions) start with `scale=0` (planar: `u_hat = 0` up to
     rounding; Sylvester: `R = 0`). IAF layers are `Chain([P, IAF, P])` with `P` the identity
     (even layers) or the reversal (odd layers), a MADE of `IAF_HIDDEN` with an `IAF_CONTEXT`
-    context; its zero last layer makes each layer the identity.
+    context; its zero last layer makes each layer the identity. NSF layers are the same chain with
+    a conditional `SplineCoupling` (an MLP of `IAF_HIDDEN`, `IAF_CONTEXT` context) for the MADE.
     """
     keys = jax.random.split(key, num_layers)
     if kind == "planar":
         return Scan(stack_layers(lambda k: Planar(dim, key=k, scale=0.0), keys))
     if kind == "sylvester":
         return Scan(stack_layers(lambda k: Sylvester(dim, key=k, scale=0.0), keys))
-    if kind != "iaf":
+    if kind not in SHARED_KINDS:
         raise ValueError(f"flow_layers: kind must be one of {FLOW_KINDS}, got {kind!r}")
 
     def make(k):
-        made = MADE(dim, IAF_HIDDEN, key=k, context_dim=IAF_CONTEXT)
+        if kind == "iaf":
+            made = MADE(dim, IAF_HIDDEN, key=k, context_dim=IAF_CONTEXT)
+            middle = MaskedAutoregressiveAffine(made, mode="iaf")
+        else:
+            middle = SplineCoupling(
+                np.arange(dim) < dim // 2,
+                key=k,
+                num_bins=NSF_BINS,
+                bound=NSF_BOUND,
+                width=IAF_HIDDEN[0],
+                depth=len(IAF_HIDDEN),
+                context_size=IAF_CONTEXT,
+            )
         reverse = Permute.reverse(dim)
-        return Chain([reverse, MaskedAutoregressiveAffine(made, mode="iaf"), reverse])
+        return Chain([reverse, middle, reverse])
 
     stack = stack_layers(make, keys)
     orders = np.where(np.arange(num_layers)[:, None] % 2 == 1, np.arange(dim)[::-1], np.arange(dim))
@@ -163,7 +187,7 @@ class PerExample(FusedBijector):
 class FlowPosterior(Transformed):
     """`q(z | x)`: the base Gaussian `N(mu(x), diag sigma(x)^2)` (batch `(B,)`) pushed through the
     example's flow. `rsample_and_log_prob` is the training route; `log_prob` of a given `z` inverts
-    the flow (planar/Sylvester by bisection, IAF by `d` MADE passes).
+    the flow (planar/Sylvester by bisection, IAF by `d` MADE passes, NSF by the splines' closed-form inverse).
 
     `mean()` and `mode()` have no closed form; both return `f(mu(x))`, the image of the base
     Gaussian's mean (the point where the pictures decode reconstructions). An unbiased Monte Carlo
@@ -179,14 +203,14 @@ class FlowPosterior(Transformed):
 
 
 class FlowVAE(eqx.Module):
-    """The Gaussian VAE with `q(z | x)` a `FlowPosterior` of `kind` ('planar', 'iaf', 'sylvester')
+    """The Gaussian VAE with `q(z | x)` a `FlowPosterior` of `kind` (one of `FLOW_KINDS`)
     and `num_layers` layers, amortised by the encoder (see the module docstring). Prior, decoder and
     hidden widths as `GaussianVAE`."""
 
     encoder: eqx.nn.Sequential
     decoder: Decoder
     flow: Scan | None
-    """The shared IAF stack (None for planar/Sylvester, whose parameters the encoder outputs)."""
+    """The shared IAF / NSF stack (None for planar/Sylvester, whose parameters the encoder outputs)."""
     latent_dim: int = eqx.field(static=True)
     kind: str = eqx.field(static=True)
     num_layers: int = eqx.field(static=True)
@@ -210,16 +234,16 @@ class FlowVAE(eqx.Module):
             raise ValueError(f"FlowVAE: kind must be one of {FLOW_KINDS}, got {kind!r}")
         k_enc, k_dec, k_flow = jax.random.split(key, 3)
         layers = flow_layers(kind, latent_dim, num_layers, key=k_flow)
-        head = IAF_CONTEXT if kind == "iaf" else flatten_raw(layers).shape[0]
+        head = IAF_CONTEXT if kind in SHARED_KINDS else flatten_raw(layers).shape[0]
         encoder = mlp(data_dim, 2 * latent_dim + head, hidden, activation=jnp.tanh, key=k_enc)
-        if kind != "iaf":  # the head's output is the identity layers' raw parameters, whatever x
+        if kind not in SHARED_KINDS:  # the head's output is the identity layers' raw parameters, whatever x
             last = encoder.layers[-1]
             weight = last.weight.at[2 * latent_dim :].set(0.0)
             bias = last.bias.at[2 * latent_dim :].set(flatten_raw(layers).astype(last.bias.dtype))
             encoder = eqx.tree_at(lambda e: (e.layers[-1].weight, e.layers[-1].bias), encoder, (weight, bias))
         self.encoder = encoder
         self.decoder = Decoder(latent_dim, data_dim, tuple(reversed(hidden)), likelihood, key=k_dec)
-        self.flow = layers if kind == "iaf" else None
+        self.flow = layers if kind in SHARED_KINDS else None
         self.latent_dim = latent_dim
         self.kind = kind
         self.num_layers = num_layers
@@ -240,7 +264,7 @@ class FlowVAE(eqx.Module):
         d = self.latent_dim
         mu, raw, head = out[..., :d], out[..., d : 2 * d], out[..., 2 * d :]
         base = MultivariateNormalDiag(mu, positive(raw), validate=False)
-        if self.kind == "iaf":
+        if self.kind in SHARED_KINDS:
             return FlowPosterior(base, condition(self.flow, head))
         return FlowPosterior(base, PerExample(unflatten_raw(head, self._raw_like())))
 
