@@ -55,9 +55,9 @@ FLOW_KINDS = ("planar", "iaf", "sylvester", "nsf")
 """The amortised flows `--posterior` accepts (besides 'gaussian')."""
 SHARED_KINDS = ("iaf", "nsf")
 """Flows whose layers are shared by all examples and read a context `h(x)` from the encoder."""
-IAF_CONTEXT = 32
+CONTEXT_SIZE = 32
 """Size of the context vector `h(x)` the encoder gives the IAF and NSF layers."""
-IAF_HIDDEN = (64, 64)
+CONDITIONER_HIDDEN = (64, 64)
 """Hidden widths of each IAF layer's MADE and each NSF layer's coupling MLP (ReLU)."""
 NSF_BINS = 8
 """Bins of each NSF layer's rational-quadratic splines."""
@@ -85,9 +85,9 @@ def flow_layers(kind: str, dim: int, num_layers: int, *, key: PRNGKeyArray) -> S
 
     Planar and Sylvester (`M = dim` directions) start with `scale=0` (planar: `u_hat = 0` up to
     rounding; Sylvester: `R = 0`). IAF layers are `Chain([P, IAF, P])` with `P` the identity
-    (even layers) or the reversal (odd layers), a MADE of `IAF_HIDDEN` with an `IAF_CONTEXT`
+    (even layers) or the reversal (odd layers), a MADE of `CONDITIONER_HIDDEN` with a `CONTEXT_SIZE`
     context; its zero last layer makes each layer the identity. NSF layers are the same chain with
-    a conditional `SplineCoupling` (an MLP of `IAF_HIDDEN`, `IAF_CONTEXT` context) for the MADE.
+    a conditional `SplineCoupling` (an MLP of `CONDITIONER_HIDDEN`, `CONTEXT_SIZE` context) for the MADE.
     """
     keys = jax.random.split(key, num_layers)
     if kind == "planar":
@@ -99,7 +99,7 @@ def flow_layers(kind: str, dim: int, num_layers: int, *, key: PRNGKeyArray) -> S
 
     def make(k):
         if kind == "iaf":
-            made = MADE(dim, IAF_HIDDEN, key=k, context_dim=IAF_CONTEXT)
+            made = MADE(dim, CONDITIONER_HIDDEN, key=k, context_dim=CONTEXT_SIZE)
             middle = MaskedAutoregressiveAffine(made, mode="iaf")
         else:
             middle = SplineCoupling(
@@ -107,9 +107,9 @@ def flow_layers(kind: str, dim: int, num_layers: int, *, key: PRNGKeyArray) -> S
                 key=k,
                 num_bins=NSF_BINS,
                 bound=NSF_BOUND,
-                width=IAF_HIDDEN[0],
-                depth=len(IAF_HIDDEN),
-                context_size=IAF_CONTEXT,
+                width=CONDITIONER_HIDDEN[0],
+                depth=len(CONDITIONER_HIDDEN),
+                context_size=CONTEXT_SIZE,
             )
         reverse = Permute.reverse(dim)
         return Chain([reverse, middle, reverse])
@@ -234,7 +234,7 @@ class FlowVAE(eqx.Module):
             raise ValueError(f"FlowVAE: kind must be one of {FLOW_KINDS}, got {kind!r}")
         k_enc, k_dec, k_flow = jax.random.split(key, 3)
         layers = flow_layers(kind, latent_dim, num_layers, key=k_flow)
-        head = IAF_CONTEXT if kind in SHARED_KINDS else flatten_raw(layers).shape[0]
+        head = CONTEXT_SIZE if kind in SHARED_KINDS else flatten_raw(layers).shape[0]
         encoder = mlp(data_dim, 2 * latent_dim + head, hidden, activation=jnp.tanh, key=k_enc)
         if kind not in SHARED_KINDS:  # the head's output is the identity layers' raw parameters, whatever x
             last = encoder.layers[-1]
