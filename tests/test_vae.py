@@ -239,7 +239,7 @@ def test_temperature_schedule():
     )
 
 
-# --- flow posteriors (planar, Sylvester, IAF amortised by the encoder) -------------------------------
+# --- flow posteriors (planar, Sylvester, IAF, NSF amortised by the encoder) -------------------------------
 FLOWS = ("planar", "sylvester", "iaf", "nsf")
 
 
@@ -248,11 +248,10 @@ def perturbed(model: FlowVAE, key, scale: float) -> FlowVAE:
     each example gets its own non-identity layers); IAF, on the MADEs' (zero) last layers; NSF, on
     the spline couplings' (zero) last layers."""
     if model.kind == "nsf":
-        last = model.flow.layers.bijectors[1].net.layers[-1]
-        k1, k2 = jax.random.split(key)
+        layer_of = lambda m: m.flow.layers.bijectors[1].net.layers[-1]
+        last, (k1, k2) = layer_of(model), jax.random.split(key)
         weight = scale * jax.random.normal(k1, last.weight.shape, last.weight.dtype) / 8
         bias = scale * jax.random.normal(k2, last.bias.shape, last.bias.dtype)
-        layer_of = lambda m: m.flow.layers.bijectors[1].net.layers[-1]
         return eqx.tree_at(lambda m: (layer_of(m).weight, layer_of(m).bias), model, (weight, bias))
     if model.kind == "iaf":
         last = model.flow.layers.bijectors[1].made
