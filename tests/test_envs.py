@@ -17,6 +17,7 @@ from reparam.rl.envs import (
     GYM_EXAMPLES,
     JAX_ENVS,
     BraxAsGymnax,
+    OneEnv,
     check_env_name,
     env_spec,
     final_observations,
@@ -87,6 +88,35 @@ def test_gym_factory_seeds_and_autoresets_in_the_same_step():
         np.testing.assert_allclose(obs[i], e.reset(seed=3 + i)[0], rtol=1e-6)
     assert obs.dtype == np.float32
     env.close()
+
+
+@pytest.mark.parametrize(("env_id", "steps"), [("Pendulum-v1", 420), ("InvertedPendulum-v5", 200)])
+def test_one_env_steps_exactly_as_a_one_env_sync_vector_env(env_id, steps):
+    """`OneEnv` (what `make_gym_env` builds for one env) against gymnasium's `SyncVectorEnv` with
+    same-step autoreset: the same observations, rewards, flags (values, dtypes, shapes), info keys
+    and final observations, step by step, across time-limit truncations (Pendulum, 200 steps) and
+    terminations (InvertedPendulum)."""
+    reference = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    env, obs = make_gym_env(env_id, 1, seed=3)
+    assert isinstance(env, OneEnv) and env.num_envs == 1
+    np.testing.assert_array_equal(obs, np.asarray(reference.reset(seed=3)[0], np.float32))
+    rng, ends = np.random.default_rng(0), 0
+    space = env.single_action_space
+    for _ in range(steps):
+        action = rng.uniform(space.low, space.high, (1, *space.shape)).astype(np.float32)
+        expected, got = reference.step(action), env.step(action)
+        for a, b in zip(expected[:4], got[:4], strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+        assert set(expected[4]) == set(got[4])
+        np.testing.assert_array_equal(
+            final_observations(expected[0], *expected[2:]), final_observations(got[0], *got[2:])
+        )
+        ends += int(expected[2][0] or expected[3][0])
+    assert ends >= 2  # the autoreset path ran
+    reference.close()
+    env.close()
+    assert env.closed
 
 
 # --- Brax (optional extra) -------------------------------------------------------------------------------

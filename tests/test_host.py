@@ -18,7 +18,7 @@ from scipy import stats
 
 from reparam.rl.agent import sac_agent
 from reparam.rl.envs import env_spec
-from reparam.rl.host import make_host_loop, make_kernels, run_host
+from reparam.rl.host import make_host_loop, make_kernels, pack_step, run_host
 from reparam.rl.replay import Transition, init_buffer
 from reparam.rl.sac import METRICS, SACConfig
 
@@ -160,7 +160,7 @@ def test_fused_step_never_copies_the_buffer():
 
     def memory(capacity: int):
         buffer = init_buffer(Transition(*(x[0] for x in transition)), capacity)
-        compiled = kernels.step.lower(leaves, buffer, key_data, *transition, row[0]).compile()
+        compiled = kernels.step.lower(leaves, buffer, key_data, pack_step(*transition, row[0])).compile()
         return compiled.memory_analysis()
 
     small, large = memory(1_000), memory(100_000)

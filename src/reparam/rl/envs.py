@@ -173,10 +173,65 @@ def _make_brax_env(env_name: str) -> JaxEnv:
 # --- Gymnasium ----------------------------------------------------------------------------------
 
 
+class OneEnv(gym.vector.VectorEnv):
+    """One `gymnasium.make` environment behind the vector API, stepping exactly as a one-env
+    `SyncVectorEnv` with same-step autoreset: the same calls on the same environment, so the same
+    observations (in the space's dtype, `(1, obs_dim)`), float64 rewards and bool flags `(1,)`, and
+    `info["final_obs"]` / `info["final_info"]` (masks `_final_obs`, `_final_info`) where the episode
+    ended, the returned observation already the reset one. Without `SyncVectorEnv`'s per-step
+    iteration, batching and deep copies a step runs about 100 us less Python when caches are cold,
+    as they are after each compiled learning call of the host loop."""
+
+    def __init__(self, env: gym.Env):
+        self.env = env
+        self.num_envs = 1
+        self.metadata = {**env.metadata, "autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        self.spec, self.render_mode = env.spec, env.render_mode
+        self.single_observation_space, self.single_action_space = env.observation_space, env.action_space
+        self.observation_space = gym.vector.utils.batch_space(env.observation_space, 1)
+        self.action_space = gym.vector.utils.batch_space(env.action_space, 1)
+
+    def _batched(self, obs) -> np.ndarray:
+        return np.array(obs, dtype=self.single_observation_space.dtype)[None]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._batched(obs), _one(info)
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self.env.step(actions[0])
+        infos = {}
+        if terminated or truncated:
+            infos = {"final_obs": _one_object(obs), "final_info": _one_object(info)}
+            infos |= {"_final_obs": np.ones(1, bool), "_final_info": np.ones(1, bool)}
+            obs, info = self.env.reset()
+        infos |= _one(info)
+        return self._batched(obs), np.array([reward], np.float64), np.array([terminated]), np.array([truncated]), infos
+
+    def close_extras(self, **kwargs):
+        self.env.close()
+
+
+def _one_object(value) -> np.ndarray:
+    out = np.empty(1, object)
+    out[0] = value
+    return out
+
+
+def _one(info: dict) -> dict:
+    """An env's info as a one-env vector info: each value in a length-1 array, with its `_key` mask."""
+    out = {}
+    for key, value in info.items():
+        out[key] = _one_object(value) if isinstance(value, dict) else np.array([value])
+        out[f"_{key}"] = np.ones(1, bool)
+    return out
+
+
 def make_gym_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, np.ndarray]:
-    """`num_envs` copies of `gymnasium.make(env_id)` in a `SyncVectorEnv` with same-step autoreset
-    (a finished episode's last observation is in `info["final_obs"]`, the returned one is already
-    the reset one), reset with `seed` (env `i` gets `seed + i`).
+    """`num_envs` copies of `gymnasium.make(env_id)` in a `SyncVectorEnv` (one: `OneEnv`, the same
+    steps with less Python) with same-step autoreset (a finished episode's last observation is in
+    `info["final_obs"]`, the returned one is already the reset one), reset with `seed` (env `i` gets
+    `seed + i`).
 
     Returns the env and its first observations, float32 `(num_envs, obs_dim)`. Raises a one-line
     ValueError for an unknown id, a non-Box action space, non-finite bounds or a non-flat observation.
@@ -184,9 +239,12 @@ def make_gym_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.Vect
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     check_env_name(env_id)
-    env = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
+    if num_envs == 1:
+        env = OneEnv(gym.make(env_id))
+    else:
+        env = gym.vector.SyncVectorEnv(
+            [lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
     try:
         check_spaces(env_id, env.single_observation_space, env.single_action_space)
     except ValueError:
