@@ -201,6 +201,16 @@ def run_child(argv: list[str], json_path: str | Path, *, env: dict | None = None
     return result, dict(load_before=before, load_after=loadavg(), process_s=elapsed)
 
 
+def run_worker_json(argv: list[str], *, env: dict | None = None) -> dict:
+    """Run `argv` (an interpreter of any venv, a script, its options) in a fresh process and return
+    the JSON object on the last stdout line that starts with `{`, or {'error': 'exit N: last stderr line'}."""
+    proc = subprocess.run(list(map(str, argv)), env=env, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return dict(error=f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(lines[-1])
+
+
 # --- tables --------------------------------------------------------------------------------------------
 
 

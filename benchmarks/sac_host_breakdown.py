@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -131,11 +130,7 @@ def run_worker(name: str, args) -> dict:
     argv += ["--learning-starts", str(args.learning_starts), "--compile-steps", str(args.compile_steps)]
     argv += ["--buffer-size", str(args.buffer_size), "--seed", str(args.seed)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")}
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        return dict(error=f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(lines[-1])
+    return common.run_worker_json(argv, env=env)
 
 
 def summarise(data: dict) -> str:

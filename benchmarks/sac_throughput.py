@@ -38,7 +38,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -222,11 +221,8 @@ def run_worker(name: str, args) -> dict:
     argv += ["--eval-every", str(args.eval_every)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")}
     load = common.loadavg()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        return dict(error=f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
-    return {**json.loads(lines[-1]), "load_before": load}
+    result = common.run_worker_json(argv, env=env)
+    return result if "error" in result else {**result, "load_before": load}
 
 
 def summarise(data: dict) -> str:
